@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+from django.apps import AppConfig
+
+logger = logging.getLogger(__name__)
+
+#: Management commands that serve traffic: only these (and WSGI/ASGI servers) provision
+#: Pub/Sub at startup. migrate, check, test, makemigrations, shell... never touch the network.
+SERVING_COMMANDS = {"runserver", "i3tasks_worker", "i3tasks_beat"}
+
+
+class I3TasksConfig(AppConfig):
+    name = "django_i3tasks"
+    verbose_name = "i3tasks"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks
+        from .registry import autodiscover
+
+        autodiscover()
+        if _is_serving():
+            _provision_in_background()
+
+
+def _is_serving() -> bool:
+    if "pytest" in sys.modules or os.environ.get("I3TASKS_SKIP_STARTUP_PROVISIONING"):
+        return False
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program in ("manage.py", "django-admin", "django-admin.py", "__main__.py"):
+        command = sys.argv[1] if len(sys.argv) > 1 else ""
+        # runserver's autoreloader runs ready() in the watcher and in the child: the child.
+        if command == "runserver" and os.environ.get("RUN_MAIN") != "true" and \
+                "--noreload" not in sys.argv:
+            return False
+        return command in SERVING_COMMANDS
+    return True
+
+
+def _provision_in_background() -> None:
+    """``run_queue_create_command_on_startup``: ensure topics/subscriptions without ever
+    blocking or crashing startup; an unreachable Pub/Sub is a logged warning."""
+    from django.conf import settings
+
+    from .types import I3TasksSettings
+
+    conf = getattr(settings, "I3TASKS", None)
+    if not isinstance(conf, I3TasksSettings) or not conf.run_queue_create_command_on_startup:
+        return
+
+    def run() -> None:
+        from .provisioning import ensure_pubsub
+
+        try:
+            ensure_pubsub(timeout=20.0)
+        except Exception as exc:  # noqa: BLE001 - startup must survive an unreachable Pub/Sub
+            logger.warning("django-i3tasks could not ensure Pub/Sub topics at startup: %s", exc)
+
+    threading.Thread(target=run, name="i3tasks-provision", daemon=True).start()

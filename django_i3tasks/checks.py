@@ -1,0 +1,187 @@
+"""Django system checks: every setting is validated at startup, by name."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .types import I3TasksSettings, PullQueue, PushQueue, Schedule
+
+# Pub/Sub resource ids: start with a letter, 3-255 of [A-Za-z0-9-_.~+%], not "goog".
+_RESOURCE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
+_NAME_PART = re.compile(r"^[A-Za-z0-9\-_.~+%]{1,100}$")
+
+
+def _error(msg: str, hint: str | None, code: int, obj: Any = None) -> Error:
+    return Error(msg, hint=hint, obj=obj, id=f"django_i3tasks.E{code:03d}")
+
+
+def _number(value: Any, low: float, high: float, *, integer: bool = True) -> bool:
+    kinds = (int,) if integer else (int, float)
+    return not isinstance(value, bool) and isinstance(value, kinds) and low <= value <= high
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    conf = getattr(settings, "I3TASKS", None)
+    if conf is None:
+        return [_error("settings.I3TASKS is missing.",
+                       "Set I3TASKS = I3TasksSettings(namespace=..., "
+                       "default_queue=PushQueue(...)).",
+                       1)]
+    if not isinstance(conf, I3TasksSettings):
+        return [_error(f"settings.I3TASKS must be an I3TasksSettings, not {type(conf).__name__}.",
+                       "from django_i3tasks.types import I3TasksSettings", 2)]
+    errors: list[Error | Warning] = []
+    errors += _check_pubsub_config()
+    if not isinstance(conf.namespace, str) or not _RESOURCE_ID.match(conf.namespace):
+        errors.append(_error(
+            f"I3TASKS.namespace {conf.namespace!r} is not a valid Pub/Sub name prefix.",
+            "Start with a letter; use 3-255 of A-Z a-z 0-9 - _ . ~ + %.", 3))
+    if not isinstance(conf.default_queue, PushQueue):
+        errors.append(_error(
+            f"I3TASKS.default_queue must be a PushQueue, not {type(conf.default_queue).__name__}.",
+            "Pull queues go in other_queues.", 4))
+    if not isinstance(conf.other_queues, tuple | list):
+        errors.append(_error("I3TASKS.other_queues must be a tuple of queues.", None, 5))
+        return errors
+    seen: set[str] = set()
+    for index, queue in enumerate(conf.queues):
+        where = "default_queue" if index == 0 else f"other_queues[{index - 1}]"
+        if not isinstance(queue, PushQueue | PullQueue):
+            errors.append(_error(f"I3TASKS.{where} is not a PushQueue or PullQueue.", None, 5))
+            continue
+        errors += _check_queue(queue, where)
+        if queue.queue_name in seen:
+            errors.append(_error(f"I3TASKS.{where}: queue name {queue.queue_name!r} is used twice.",
+                                 "Queue names must be unique.", 6))
+        seen.add(queue.queue_name)
+    for name, low, high, integer in (
+        ("default_max_retries", 0, 1000, True),
+        ("retry_backoff_min_seconds", 0, 86400, False),
+        ("retry_backoff_max_seconds", 0, 86400, False),
+        ("lease_seconds", 1, 86400, True),
+        ("max_push_body_bytes", 1024, 64 * 1024 * 1024, True),
+        ("max_payload_bytes", 1, 10 * 1024 * 1024, True),
+        ("recovery_after_seconds", 60, 7 * 86400, True),
+        ("retention_days", 1, 3650, True),
+    ):
+        value = getattr(conf, name)
+        if not _number(value, low, high, integer=integer):
+            errors.append(_error(f"I3TASKS.{name} = {value!r} is out of range.",
+                                 f"Use a number from {low} to {high}.", 7))
+    if (_number(conf.retry_backoff_min_seconds, 0, 86400, integer=False)
+            and _number(conf.retry_backoff_max_seconds, 0, 86400, integer=False)
+            and conf.retry_backoff_min_seconds > conf.retry_backoff_max_seconds):
+        errors.append(_error(
+            "I3TASKS.retry_backoff_min_seconds is above retry_backoff_max_seconds.", None, 7))
+    for name in ("force_sync", "run_queue_create_command_on_startup"):
+        if not isinstance(getattr(conf, name), bool):
+            errors.append(_error(f"I3TASKS.{name} must be True or False.", None, 8))
+    if not isinstance(conf.schedules, tuple | list):
+        errors.append(_error("I3TASKS.schedules must be a tuple of Schedule.", None, 9))
+    else:
+        keys: set[str] = set()
+        for index, schedule in enumerate(conf.schedules):
+            errors += _check_schedule(schedule, f"schedules[{index}]", seen)
+            if isinstance(schedule, Schedule):
+                if schedule.key in keys:
+                    errors.append(_error(
+                        f"I3TASKS.schedules[{index}]: schedule {schedule.key!r} is listed twice.",
+                        "Give one of them a distinct name=.", 9))
+                keys.add(schedule.key)
+    errors += _check_task_queues(seen)
+    return errors
+
+
+def _check_pubsub_config() -> list[Error]:
+    raw = getattr(settings, "PUBSUB_CONFIG", None)
+    if not isinstance(raw, dict):
+        return [_error("settings.PUBSUB_CONFIG is missing or not a dict.",
+                       "PUBSUB_CONFIG = {'EMULATOR': False, 'PROJECT_ID': 'my-project', "
+                       "'CREDENTIALS': None}", 10)]
+    errors = []
+    project = raw.get("PROJECT_ID")
+    if not isinstance(project, str) or not re.match(r"^[a-z][a-z0-9\-:.]{4,62}$", project):
+        errors.append(_error(f"PUBSUB_CONFIG['PROJECT_ID'] = {project!r} is not a project id.",
+                             None, 10))
+    if raw.get("EMULATOR") and not (raw.get("HOST") or os.environ.get("PUBSUB_EMULATOR_HOST")):
+        errors.append(_error("PUBSUB_CONFIG['EMULATOR'] is true but no HOST is set.",
+                             "Set HOST = 'localhost:8085' or PUBSUB_EMULATOR_HOST.", 10))
+    credentials = raw.get("CREDENTIALS")
+    if credentials not in (None, False) and not raw.get("EMULATOR"):
+        if not isinstance(credentials, str | Path) or not Path(credentials).is_file():
+            errors.append(_error(
+                f"PUBSUB_CONFIG['CREDENTIALS'] = {credentials!r} is not a readable file.",
+                "Give the path of a service-account JSON file, or None for Application "
+                "Default Credentials.", 10))
+    return errors
+
+
+def _check_queue(queue: PushQueue | PullQueue, where: str) -> list[Error]:
+    errors = []
+    for name in ("queue_name", "subscription_name"):
+        value = getattr(queue, name)
+        if not isinstance(value, str) or not _NAME_PART.match(value):
+            errors.append(_error(f"I3TASKS.{where}.{name} = {value!r} is not a valid name.",
+                                 "Use 1-100 of A-Z a-z 0-9 - _ . ~ + %.", 5))
+    if not _number(queue.ack_deadline_seconds, 10, 600):
+        errors.append(_error(f"I3TASKS.{where}.ack_deadline_seconds must be 10-600 "
+                             f"(Pub/Sub's range), got {queue.ack_deadline_seconds!r}.", None, 5))
+    low, high = queue.min_retry_backoff_seconds, queue.max_retry_backoff_seconds
+    if not (_number(low, 0, 600) and _number(high, 0, 600) and low <= high):
+        errors.append(_error(f"I3TASKS.{where}: retry backoff must satisfy 0 <= min <= max <= 600,"
+                             f" got {low!r}..{high!r}.", None, 5))
+    if not _number(queue.max_delivery_attempts, 5, 100):
+        errors.append(_error(f"I3TASKS.{where}.max_delivery_attempts must be 5-100.", None, 5))
+    if isinstance(queue, PushQueue) and queue.push_endpoint is not None:
+        url = urlparse(str(queue.push_endpoint))
+        if url.scheme not in ("http", "https") or not url.netloc:
+            errors.append(_error(f"I3TASKS.{where}.push_endpoint {queue.push_endpoint!r} is not "
+                                 "an http(s) URL.", None, 5))
+    return errors
+
+
+def _check_schedule(schedule: Any, where: str, queue_names: set[str]) -> list[Error]:
+    from croniter import croniter
+
+    from .registry import registry
+
+    if not isinstance(schedule, Schedule):
+        return [_error(f"I3TASKS.{where} is not a Schedule.", None, 9)]
+    errors = []
+    if not isinstance(schedule.cron, str) or not croniter.is_valid(schedule.cron):
+        errors.append(_error(f"I3TASKS.{where}.cron {schedule.cron!r} is not a cron expression.",
+                             "Five fields: minute hour day-of-month month day-of-week.", 9))
+    if schedule.task_name not in registry:
+        errors.append(_error(f"I3TASKS.{where} names {schedule.task_name!r}, which is not a "
+                             "registered task.",
+                             "Decorate it with @TaskDecorator in an installed app's tasks module.",
+                             9))
+    if not isinstance(schedule.args, list | tuple) or not isinstance(schedule.kwargs, dict):
+        errors.append(_error(f"I3TASKS.{where}: args must be a list and kwargs a dict.", None, 9))
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(str(schedule.timezone))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        errors.append(_error(f"I3TASKS.{where}.timezone {schedule.timezone!r} is unknown.",
+                             None, 9))
+    return errors
+
+
+def _check_task_queues(queue_names: set[str]) -> list[Error]:
+    from .registry import registry
+
+    return [
+        _error(f"Task {task.name} uses queue {task.queue_name!r}, which is not configured.",
+               "Add it to I3TASKS.other_queues.", 11)
+        for task in registry.all()
+        if task.queue_name is not None and task.queue_name not in queue_names
+    ]

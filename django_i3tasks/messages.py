@@ -1,0 +1,222 @@
+"""The wire format: the Pub/Sub push envelope and the task message inside it.
+
+A task message names one try of one execution and carries the call (task name, args,
+kwargs), so running it needs no read of the execution row. Its JSON ``data`` is signed with
+the project's ``SECRET_KEY`` (attribute ``i3sig``): a message that was not published by this
+project is rejected before anything is looked up, even when the endpoint is left open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core import signing
+
+FORMAT_VERSION = 1
+SIGNATURE_ATTRIBUTE = "i3sig"
+TASK_ATTRIBUTE = "i3task"
+_SIGNING_SALT = "django_i3tasks.messages"
+_TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.~+%-]{1,100}$")
+_FIELDS = {
+    "v": int,
+    "execution_id": int,
+    "execution_uuid": str,
+    "try_id": int,
+    "try_number": int,
+    "task": str,
+    "queue": str,
+    "args": list,
+    "kwargs": dict,
+    "max_retries": int,
+    "group_id": (int, type(None)),
+}
+
+
+class InvalidMessage(ValueError):
+    """A push body or task message that cannot be accepted.
+
+    ``code`` is a stable machine-readable reason; ``status`` is the HTTP status the push view
+    answers. Envelope errors cannot come from Pub/Sub, so they get a 4xx; errors inside a
+    well-formed envelope get 200 so that Pub/Sub drops the message instead of retrying it.
+    """
+
+    def __init__(self, code: str, detail: str, *, status: int = 400) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+def _reject(code: str, detail: str) -> InvalidMessage:
+    """An invalid message inside a valid envelope: acknowledged, never retried."""
+    return InvalidMessage(code, detail, status=200)
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    execution_id: int
+    execution_uuid: uuid.UUID
+    try_id: int
+    try_number: int
+    task_name: str
+    queue_name: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    max_retries: int = 0
+    group_id: int | None = None
+
+    def to_json(self) -> bytes:
+        body = {
+            "v": FORMAT_VERSION,
+            "execution_id": self.execution_id,
+            "execution_uuid": str(self.execution_uuid),
+            "try_id": self.try_id,
+            "try_number": self.try_number,
+            "task": self.task_name,
+            "queue": self.queue_name,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "max_retries": self.max_retries,
+            "group_id": self.group_id,
+        }
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+    def encode(self) -> tuple[bytes, dict[str, str]]:
+        """Message data and attributes for publishing."""
+        data = self.to_json()
+        return data, {SIGNATURE_ATTRIBUTE: sign(data), TASK_ATTRIBUTE: self.task_name}
+
+    @classmethod
+    def decode(cls, data: bytes, attributes: dict[str, str]) -> TaskMessage:
+        """Verify and parse; raises ``InvalidMessage`` naming the problem."""
+        signature = attributes.get(SIGNATURE_ATTRIBUTE)
+        if not isinstance(signature, str) or not signature:
+            raise _reject("unsigned", f"message has no {SIGNATURE_ATTRIBUTE} attribute")
+        if not verify(data, signature):
+            raise _reject("bad_signature", "message signature does not match its data")
+        try:
+            body = json.loads(data)
+        except (UnicodeDecodeError, ValueError):
+            raise _reject("data_not_json", "message data is not JSON") from None
+        return cls.from_dict(body)
+
+    @classmethod
+    def from_dict(cls, body: Any) -> TaskMessage:
+        if not isinstance(body, dict):
+            raise _reject("bad_schema", "message data must be a JSON object")
+        missing = sorted(set(_FIELDS) - set(body))
+        extra = sorted(set(body) - set(_FIELDS))
+        if missing or extra:
+            raise _reject("bad_schema", f"message fields: missing {missing}, unexpected {extra}")
+        for name, kind in _FIELDS.items():
+            value = body[name]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise _reject("bad_schema", f"message field {name!r} has the wrong type")
+        if body["v"] != FORMAT_VERSION:
+            raise _reject("bad_version", f"unsupported message version {body['v']!r}")
+        for name in ("execution_id", "try_id", "try_number"):
+            if body[name] < 1:
+                raise _reject("bad_schema", f"message field {name!r} must be positive")
+        if not 0 <= body["max_retries"] <= 1000:
+            raise _reject("bad_schema", "message field 'max_retries' is out of range")
+        if not _TASK_NAME.match(body["task"]) or len(body["task"]) > 255:
+            raise _reject("bad_schema", "message field 'task' is not a dotted name")
+        if not _QUEUE_NAME.match(body["queue"]):
+            raise _reject("bad_schema", "message field 'queue' is not a queue name")
+        if not all(isinstance(key, str) for key in body["kwargs"]):
+            raise _reject("bad_schema", "message kwargs must have string keys")
+        try:
+            execution_uuid = uuid.UUID(body["execution_uuid"])
+        except ValueError:
+            raise _reject("bad_schema", "message field 'execution_uuid' is not a UUID") from None
+        return cls(
+            execution_id=body["execution_id"],
+            execution_uuid=execution_uuid,
+            try_id=body["try_id"],
+            try_number=body["try_number"],
+            task_name=body["task"],
+            queue_name=body["queue"],
+            args=body["args"],
+            kwargs=body["kwargs"],
+            max_retries=body["max_retries"],
+            group_id=body["group_id"],
+        )
+
+
+def _signer() -> signing.Signer:
+    return signing.Signer(salt=_SIGNING_SALT, algorithm="sha256")
+
+
+def sign(data: bytes) -> str:
+    return _signer().signature(data.decode())
+
+
+def verify(data: bytes, signature: str) -> bool:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return False
+    try:
+        _signer().unsign(f"{text}{_signer().sep}{signature}")
+    except signing.BadSignature:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class PushEnvelope:
+    """The JSON body Pub/Sub POSTs to a push endpoint."""
+
+    message_id: str
+    data: bytes
+    attributes: dict[str, str]
+    subscription: str
+    delivery_attempt: int | None
+
+
+def parse_push_body(body: bytes) -> PushEnvelope:
+    """Parse a push request body; raises ``InvalidMessage`` (status 400) naming the problem."""
+    try:
+        envelope = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidMessage("invalid_json", "request body is not JSON") from None
+    if not isinstance(envelope, dict):
+        raise InvalidMessage("invalid_envelope", "request body must be a JSON object")
+    message = envelope.get("message")
+    if not isinstance(message, dict):
+        raise InvalidMessage("invalid_envelope", "request body has no 'message' object")
+    subscription = envelope.get("subscription", "")
+    if not isinstance(subscription, str):
+        raise InvalidMessage("invalid_envelope", "'subscription' must be a string")
+    message_id = message.get("messageId", message.get("message_id", ""))
+    if not isinstance(message_id, str):
+        raise InvalidMessage("invalid_envelope", "'message.messageId' must be a string")
+    raw_data = message.get("data")
+    if not isinstance(raw_data, str) or not raw_data:
+        raise InvalidMessage("invalid_envelope", "'message.data' must be a non-empty string")
+    try:
+        data = base64.b64decode(raw_data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidMessage("invalid_base64", "'message.data' is not valid base64") from None
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+    ):
+        raise InvalidMessage("invalid_envelope", "'message.attributes' must map str to str")
+    attempt = envelope.get("deliveryAttempt")
+    if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int)):
+        raise InvalidMessage("invalid_envelope", "'deliveryAttempt' must be an integer")
+    return PushEnvelope(
+        message_id=message_id,
+        data=data,
+        attributes=attributes,
+        subscription=subscription,
+        delivery_attempt=attempt,
+    )

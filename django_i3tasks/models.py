@@ -1,0 +1,191 @@
+"""Database records of executions, their tries and results, groups and beat slots.
+
+An *execution* is one call of a task (``.delay()``); a *try* is one attempt to run it. The
+execution's ``status`` only changes at lifecycle edges (released, finished), so running a task
+costs few writes; whether a try is running right now is on the try row.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class ExecutionStatus(models.TextChoices):
+    #: A chain step or group callback waiting for what comes before it.
+    WAITING = "waiting", "waiting"
+    #: Delayed (``countdown``/``eta``): the beat releases it when it is due.
+    SCHEDULED = "scheduled", "scheduled"
+    #: Published; its current try is queued, running, or waiting for its backoff.
+    PENDING = "pending", "pending"
+    SUCCESS = "success", "success"
+    FAILED = "failed", "failed"
+    #: A chain step that never ran because an earlier step failed.
+    SKIPPED = "skipped", "skipped"
+
+
+class TryStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCESS = "success", "success"
+    FAILED = "failed", "failed"
+
+
+class GroupStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    SUCCESS = "success", "success"
+    FAILED = "failed", "failed"
+
+
+class TaskGroup(models.Model):
+    """Fan-out/join: ``callback`` is released once ``total_count`` members succeeded."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(
+        max_length=16, choices=GroupStatus.choices, default=GroupStatus.PENDING, db_index=True
+    )
+    total_count = models.PositiveIntegerField()
+    succeeded_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    callback = models.ForeignKey(
+        "TaskExecution", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "task group"
+
+    def __str__(self) -> str:
+        return f"group {self.uuid} ({self.succeeded_count}/{self.total_count}, {self.status})"
+
+    @classmethod
+    def create(cls, *, callback=None, total_count: int) -> TaskGroup:
+        """Create a group of ``total_count`` members; ``callback`` is a task or a handle from
+        ``task.build_chain()``, run once when every member succeeded."""
+        from .groups import create_group
+
+        return create_group(callback=callback, total_count=total_count)
+
+
+class TaskExecution(models.Model):
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    task_name = models.CharField(max_length=255)
+    queue_name = models.CharField(max_length=100)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING
+    )
+    max_retries = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    #: Earliest time a scheduled execution may be released (``countdown``/``eta``).
+    eta = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    #: Chain: this execution runs after ``previous`` succeeded.
+    previous = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="next_steps"
+    )
+    #: Set (under a row lock) when a step is chained after this one, so finishing it knows
+    #: whether to look for next steps without an extra query.
+    has_next = models.BooleanField(default=False)
+    group = models.ForeignKey(
+        TaskGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="members"
+    )
+
+    class Meta:
+        verbose_name = "task execution"
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="i3_exec_status_created"),
+            models.Index(fields=["task_name", "created_at"], name="i3_exec_task_created"),
+            models.Index(fields=["created_at"], name="i3_exec_created"),
+            models.Index(fields=["status", "eta"], name="i3_exec_status_eta"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.uuid} ({self.status})"
+
+
+class TaskExecutionTry(models.Model):
+    execution = models.ForeignKey(TaskExecution, on_delete=models.CASCADE, related_name="tries")
+    number = models.PositiveSmallIntegerField()
+    status = models.CharField(
+        max_length=16, choices=TryStatus.choices, default=TryStatus.QUEUED
+    )
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    #: Backoff: the try is not started before this time.
+    not_before = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    #: While running: a later delivery may take the try over only after this time.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: Changes at every claim; finishing a try requires the token of its claim.
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    #: How often the try was claimed (more than 1: a worker died and it was run again).
+    claims = models.PositiveSmallIntegerField(default=0)
+    #: Last time the beat published this try again (lost-message recovery).
+    republished_at = models.DateTimeField(null=True, blank=True)
+    error_type = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "task execution try"
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "number"], name="i3_try_unique_number"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "not_before"], name="i3_try_status_not_before"),
+        ]
+
+    def __str__(self) -> str:
+        return f"try {self.number} of {self.execution_id} ({self.status})"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class TaskExecutionResult(models.Model):
+    """The value returned by the successful try of an execution."""
+
+    execution = models.OneToOneField(
+        TaskExecution, on_delete=models.CASCADE, related_name="result"
+    )
+    task_try = models.OneToOneField(
+        TaskExecutionTry, on_delete=models.CASCADE, related_name="result"
+    )
+    value = models.JSONField(null=True, blank=True)
+    #: The return value was not JSON; ``value`` holds its ``repr``.
+    is_repr = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "task execution result"
+
+    def __str__(self) -> str:
+        return f"result of {self.execution_id}"
+
+
+class ScheduleSlot(models.Model):
+    """One fired slot of a beat schedule; the unique key makes a slot fire once."""
+
+    schedule_key = models.CharField(max_length=255)
+    slot = models.DateTimeField()
+    execution = models.ForeignKey(
+        TaskExecution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "schedule slot"
+        constraints = [
+            models.UniqueConstraint(fields=["schedule_key", "slot"], name="i3_slot_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_key} @ {self.slot.isoformat()}"

@@ -1,0 +1,155 @@
+"""Creating and updating the topics and subscriptions the settings describe.
+
+Idempotent: what exists and matches is left alone, what differs is updated (push endpoint,
+OIDC token, ack deadline, retry policy, dead-letter policy), what is missing is created.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .conf import get_settings, pubsub_config, subscription_id, topic_id
+from .types import AnyQueue, PushQueue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: str  # "create", "update", "ok"
+    kind: str  # "topic", "subscription"
+    name: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{self.verb:6} {self.kind:12} {self.name}{extra}"
+
+
+def desired_subscription(queue: AnyQueue) -> Any:
+    from google.protobuf import duration_pb2
+    from google.pubsub_v1 import types as pb
+
+    config = pubsub_config()
+    push_config = pb.PushConfig()
+    if isinstance(queue, PushQueue) and queue.push_endpoint:
+        push_config = pb.PushConfig(push_endpoint=queue.push_endpoint)
+        if queue.oidc_service_account_email:
+            push_config.oidc_token = pb.PushConfig.OidcToken(
+                service_account_email=queue.oidc_service_account_email,
+                audience=queue.oidc_audience or "",
+            )
+    subscription = pb.Subscription(
+        name=config.subscription_path(queue),
+        topic=config.topic_path(queue),
+        push_config=push_config,
+        ack_deadline_seconds=queue.ack_deadline_seconds,
+        retry_policy=pb.RetryPolicy(
+            minimum_backoff=duration_pb2.Duration(seconds=queue.min_retry_backoff_seconds),
+            maximum_backoff=duration_pb2.Duration(seconds=queue.max_retry_backoff_seconds),
+        ),
+    )
+    if queue.dead_letter_topic:
+        subscription.dead_letter_policy = pb.DeadLetterPolicy(
+            dead_letter_topic=_dead_letter_path(queue),
+            max_delivery_attempts=queue.max_delivery_attempts,
+        )
+    return subscription
+
+
+def _dead_letter_path(queue: AnyQueue) -> str:
+    name = queue.dead_letter_topic or ""
+    return name if name.startswith("projects/") else (
+        f"projects/{pubsub_config().project_id}/topics/{name}"
+    )
+
+
+def _differences(current: Any, desired: Any) -> list[str]:
+    fields = []
+    if current.push_config.push_endpoint != desired.push_config.push_endpoint or (
+        current.push_config.oidc_token.service_account_email
+        != desired.push_config.oidc_token.service_account_email
+    ) or current.push_config.oidc_token.audience != desired.push_config.oidc_token.audience:
+        fields.append("push_config")
+    if current.ack_deadline_seconds != desired.ack_deadline_seconds:
+        fields.append("ack_deadline_seconds")
+    if (current.retry_policy.minimum_backoff != desired.retry_policy.minimum_backoff
+            or current.retry_policy.maximum_backoff != desired.retry_policy.maximum_backoff):
+        fields.append("retry_policy")
+    if (current.dead_letter_policy.dead_letter_topic
+            != desired.dead_letter_policy.dead_letter_topic
+            or current.dead_letter_policy.max_delivery_attempts
+            != desired.dead_letter_policy.max_delivery_attempts):
+        fields.append("dead_letter_policy")
+    return fields
+
+
+def ensure_pubsub(*, dry_run: bool = False, timeout: float = 30.0) -> list[Action]:
+    """Make Pub/Sub match the settings; with ``dry_run`` only say what would change."""
+    from google.api_core.exceptions import NotFound
+    from google.protobuf import field_mask_pb2
+
+    from .transport import admin_publisher_client, subscriber_client
+
+    config = pubsub_config()
+    publisher = admin_publisher_client()
+    subscriber = subscriber_client()
+    actions: list[Action] = []
+    try:
+        topics = []
+        for queue in get_settings().queues:
+            topics.append(config.topic_path(queue))
+            if queue.dead_letter_topic:
+                topics.append(_dead_letter_path(queue))
+        for path in dict.fromkeys(topics):
+            try:
+                publisher.get_topic(topic=path, timeout=timeout)
+                actions.append(Action("ok", "topic", path))
+            except NotFound:
+                if not dry_run:
+                    publisher.create_topic(name=path, timeout=timeout)
+                actions.append(Action("create", "topic", path))
+        for queue in get_settings().queues:
+            desired = desired_subscription(queue)
+            try:
+                current = subscriber.get_subscription(subscription=desired.name, timeout=timeout)
+            except NotFound:
+                if not dry_run:
+                    subscriber.create_subscription(request=desired, timeout=timeout)
+                kind = "push" if desired.push_config.push_endpoint else "pull"
+                actions.append(Action("create", "subscription", desired.name, kind))
+                continue
+            if current.topic != desired.topic:
+                raise RuntimeError(
+                    f"subscription {desired.name} is attached to {current.topic}, not "
+                    f"{desired.topic}; delete it or rename the queue's subscription"
+                )
+            changed = _differences(current, desired)
+            if changed and not dry_run:
+                _update(subscriber, desired, changed, timeout, field_mask_pb2)
+            actions.append(
+                Action("update", "subscription", desired.name, ", ".join(changed))
+                if changed else Action("ok", "subscription", desired.name)
+            )
+    finally:
+        for client in (subscriber,):
+            client.close()
+    return actions
+
+
+def _update(subscriber: Any, desired: Any, changed: list[str], timeout: float, fm: Any) -> None:
+    if "push_config" in changed:
+        # ModifyPushConfig is the one call every Pub/Sub server (the emulator too) supports.
+        subscriber.modify_push_config(
+            subscription=desired.name, push_config=desired.push_config, timeout=timeout
+        )
+    rest = [name for name in changed if name != "push_config"]
+    if rest:
+        subscriber.update_subscription(
+            subscription=desired, update_mask=fm.FieldMask(paths=rest), timeout=timeout
+        )
+
+
+__all__ = ["Action", "ensure_pubsub", "desired_subscription", "subscription_id", "topic_id"]

@@ -1,0 +1,161 @@
+"""Pub/Sub clients: one publisher per process, and the subscriber/admin clients.
+
+The publisher batches (10 ms or 100 messages) and publishing never blocks the caller; failed
+publishes are logged, and the beat publishes again any try that stays queued too long. The
+client is rebuilt after ``fork()`` (gunicorn ``--preload``): gRPC channels do not survive it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from typing import Any
+
+from .conf import PubSubConfig, pubsub_config
+from .types import AnyQueue
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_publisher: Any = None
+_publisher_key: tuple[Any, ...] | None = None
+_local = threading.local()
+
+
+def _credentials(config: PubSubConfig) -> Any:
+    if config.credentials_file:
+        from google.oauth2 import service_account
+
+        return service_account.Credentials.from_service_account_file(
+            config.credentials_file, scopes=["https://www.googleapis.com/auth/pubsub"]
+        )
+    return None  # Application Default Credentials
+
+
+def _client_kwargs(config: PubSubConfig, transport_cls: Any) -> dict[str, Any]:
+    if config.emulator_host:
+        import grpc
+
+        return {"transport": transport_cls(channel=grpc.insecure_channel(config.emulator_host))}
+    credentials = _credentials(config)
+    return {"credentials": credentials} if credentials is not None else {}
+
+
+def publisher_client() -> Any:
+    """The process-wide batching ``PublisherClient`` (rebuilt after fork or config change)."""
+    global _publisher, _publisher_key
+    config = pubsub_config()
+    key = (os.getpid(), config)
+    if _publisher is not None and _publisher_key == key:
+        return _publisher
+    with _lock:
+        if _publisher is None or _publisher_key != key:
+            from google.cloud import pubsub_v1
+            from google.pubsub_v1.services.publisher.transports.grpc import (
+                PublisherGrpcTransport,
+            )
+
+            if _publisher is not None and _publisher_key and _publisher_key[0] == os.getpid():
+                _stop(_publisher)
+            _publisher = pubsub_v1.PublisherClient(
+                batch_settings=pubsub_v1.types.BatchSettings(
+                    max_messages=100, max_bytes=5 * 1024 * 1024, max_latency=0.01
+                ),
+                **_client_kwargs(config, PublisherGrpcTransport),
+            )
+            _publisher_key = key
+    return _publisher
+
+
+def subscriber_client() -> Any:
+    """A new ``SubscriberClient`` (workers own theirs; it holds a streaming connection)."""
+    from google.cloud import pubsub_v1
+    from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+
+    return pubsub_v1.SubscriberClient(**_client_kwargs(pubsub_config(), SubscriberGrpcTransport))
+
+
+def admin_publisher_client() -> Any:
+    """A plain, non-batching publisher client for topic administration."""
+    from google.cloud import pubsub_v1
+    from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
+
+    return pubsub_v1.PublisherClient(**_client_kwargs(pubsub_config(), PublisherGrpcTransport))
+
+
+def publish(queue: AnyQueue, data: bytes, attributes: dict[str, str]) -> futures.Future:
+    """Publish one message to the queue's topic; returns the client's future."""
+    future = publisher_client().publish(pubsub_config().topic_path(queue), data, **attributes)
+    future.add_done_callback(_log_failure)
+    pending = getattr(_local, "pending", None)
+    if pending is not None:
+        pending.append(future)
+    return future
+
+
+def _log_failure(future: futures.Future) -> None:
+    exc = future.exception()
+    if exc is not None:
+        logger.error(
+            "Publishing a task message failed (%s: %s); the beat will publish it again",
+            type(exc).__name__,
+            exc,
+        )
+
+
+@contextmanager
+def tracked_publishes() -> Iterator[list[futures.Future]]:
+    """Collect the futures of what this thread publishes inside the block.
+
+    The push view waits for them before it answers: on Cloud Run the CPU may be throttled
+    once the response is sent, and a publish left in the batch would sit there.
+    """
+    outer = getattr(_local, "pending", None)
+    _local.pending = pending = []
+    try:
+        yield pending
+    finally:
+        _local.pending = outer
+        if outer is not None:
+            outer.extend(pending)
+
+
+def wait(pending: list[futures.Future], timeout: float = 30.0) -> bool:
+    """Wait for publishes; True when all succeeded within ``timeout``."""
+    if not pending:
+        return True
+    done, not_done = futures.wait(pending, timeout=timeout)
+    return not not_done and all(f.exception() is None for f in done)
+
+
+def _stop(client: Any) -> None:
+    try:
+        client.stop()  # flushes pending batches
+    except Exception:  # noqa: BLE001 - best effort at shutdown
+        logger.debug("publisher stop failed", exc_info=True)
+
+
+def flush() -> None:
+    """Send every batched message now and drop the client (management commands, tests)."""
+    global _publisher, _publisher_key
+    with _lock:
+        if _publisher is not None and _publisher_key and _publisher_key[0] == os.getpid():
+            _stop(_publisher)
+        _publisher = None
+        _publisher_key = None
+
+
+def _after_fork() -> None:
+    global _publisher, _publisher_key, _lock
+    _publisher = None
+    _publisher_key = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+atexit.register(flush)

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "django_i3tasks"
+
+urlpatterns = [
+    path("tasks-push/", views.push, name="push"),
+    path("tasks-status/<uuid:execution_uuid>/", views.status, name="status"),
+]

@@ -1,0 +1,166 @@
+"""HTTP endpoints. Thin: parsing and answers here, the work in ``execution`` and friends.
+
+Every answer is JSON. The push view answers 2xx when Pub/Sub should forget the message (done,
+duplicate, failed for good, or a message that can never run) and non-2xx only when it should
+deliver it again (not due yet, running elsewhere, database unavailable).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, transaction
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from . import transport
+from .conf import get_settings
+from .execution import Outcome, OutcomeStatus, run_message
+from .messages import InvalidMessage, TaskMessage, parse_push_body
+from .models import TaskExecution
+from .registry import registry
+from .types import PushQueue
+
+logger = logging.getLogger(__name__)
+
+
+def error(status: int, code: str, detail: str, **headers: str) -> JsonResponse:
+    kind = "rejected" if 200 <= status < 300 else "error"
+    response = JsonResponse({"status": kind, "error": code, "detail": detail}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
+    """CSRF-exempt, outside ``ATOMIC_REQUESTS``, JSON errors for wrong methods, bad settings
+    and anything unexpected (never Django's HTML error page)."""
+
+    def decorate(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+        @csrf_exempt
+        @transaction.non_atomic_requests
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+            if request.method not in methods:
+                return error(405, "method_not_allowed", f"use {' or '.join(methods)}",
+                             Allow=", ".join(methods))
+            try:
+                return view(request, *args, **kwargs)
+            except ImproperlyConfigured as exc:
+                logger.error("django-i3tasks is misconfigured: %s", exc)
+                return error(503, "misconfigured", "django-i3tasks settings are invalid")
+            except DatabaseError:
+                logger.exception("Database error in %s", view.__name__)
+                return error(503, "database_unavailable", "try again later", Retry_After="10")
+            except Exception:
+                logger.exception("Unexpected error in %s", view.__name__)
+                return error(500, "internal_error", "unexpected error; see the server log")
+
+        wrapper.__name__ = view.__name__
+        wrapper.__doc__ = view.__doc__
+        return wrapper
+
+    return decorate
+
+
+def read_body(request: HttpRequest, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than ``limit`` (read at most limit+1)."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return None
+    body = request.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+_NACK_STATUS = {OutcomeStatus.NOT_DUE: 503, OutcomeStatus.RUNNING: 409,
+                OutcomeStatus.SUPERSEDED: 409}
+
+
+def outcome_response(outcome: Outcome) -> JsonResponse:
+    status = 200 if outcome.ack else _NACK_STATUS.get(outcome.status, 503)
+    response = JsonResponse(outcome.as_json(), status=status)
+    if outcome.retry_after is not None and not outcome.ack:
+        response["Retry-After"] = str(max(1, round(outcome.retry_after)))
+    return response
+
+
+@endpoint("POST")
+def push(request: HttpRequest) -> JsonResponse:
+    """Pub/Sub push endpoint: run the try the message names."""
+    conf = get_settings()
+    body = read_body(request, conf.max_push_body_bytes)
+    if body is None:
+        return error(413, "body_too_large",
+                     f"push body is larger than {conf.max_push_body_bytes} bytes")
+    try:
+        envelope = parse_push_body(body)
+        message = TaskMessage.decode(envelope.data, envelope.attributes)
+    except InvalidMessage as exc:
+        logger.warning("Push message refused (%s): %s", exc.code, exc.detail)
+        return error(exc.status, exc.code, exc.detail)
+    queue = next((q for q in conf.queues if q.queue_name == message.queue_name), None)
+    if queue is None:
+        return error(200, "unknown_queue", f"queue {message.queue_name!r} is not configured")
+    if not isinstance(queue, PushQueue):
+        return error(200, "pull_queue",
+                     f"queue {message.queue_name!r} is a pull queue: its worker runs it")
+    if message.task_name not in registry:
+        logger.warning("Push message for unregistered task %s (execution %s)",
+                       message.task_name, message.execution_uuid)
+        return error(200, "unknown_task", f"task {message.task_name!r} is not registered")
+    with transport.tracked_publishes() as published:
+        outcome = run_message(message)
+    if published and not transport.wait(published):
+        logger.error("Publishing follow-up messages of %s failed; the beat will retry them",
+                     message.execution_uuid)
+    return outcome_response(outcome)
+
+
+@endpoint("GET")
+def status(request: HttpRequest, execution_uuid: UUID) -> JsonResponse:
+    """Status of one execution, its tries and its result."""
+    from .auth import check_token
+
+    denied = check_token(request, get_settings().status_token)
+    if denied is not None:
+        return denied
+    execution = (
+        TaskExecution.objects.filter(uuid=execution_uuid)
+        .select_related("result", "group")
+        .first()
+    )
+    if execution is None:
+        return error(404, "not_found", f"no execution {execution_uuid}")
+    tries = list(execution.tries.order_by("number"))
+    state = execution.status
+    if state == "pending" and tries and tries[-1].status == "running":
+        state = "running"
+    result = getattr(execution, "result", None)
+    return JsonResponse({
+        "execution": str(execution.uuid),
+        "task": execution.task_name,
+        "queue": execution.queue_name,
+        "status": execution.status,
+        "state": state,
+        "created_at": execution.created_at.isoformat(),
+        "finished_at": execution.finished_at.isoformat() if execution.finished_at else None,
+        "group": str(execution.group.uuid) if execution.group else None,
+        "tries": [
+            {
+                "number": t.number,
+                "status": t.status,
+                "started_at": t.started_at.isoformat() if t.started_at else None,
+                "finished_at": t.finished_at.isoformat() if t.finished_at else None,
+                "error_type": t.error_type or None,
+                "error_message": t.error_message or None,
+            }
+            for t in tries
+        ],
+        "result": None if result is None else {"value": result.value, "is_repr": result.is_repr},
+    })

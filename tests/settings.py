@@ -1,0 +1,92 @@
+"""Settings of the test suite. ``I3TASKS_TEST_DB`` picks the database: sqlite or postgres."""
+
+import os
+import tempfile
+
+from django_i3tasks.types import I3TasksSettings, PullQueue, PushQueue
+
+SECRET_KEY = "test-secret-key-not-for-production"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_i3tasks",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+TEST_DB = os.environ.get("I3TASKS_TEST_DB", "sqlite")
+if TEST_DB == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "i3tasks",
+            "USER": "postgres",
+            "HOST": os.environ.get("I3TASKS_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("I3TASKS_PG_PORT", "5432"),
+            "TEST": {"NAME": f"i3tasks_test_{os.getpid()}"},
+        }
+    }
+elif TEST_DB == "sqlite":
+    # A file, not :memory:, so the live server's threads share the test database.
+    _path = os.path.join(tempfile.gettempdir(), f"i3tasks-test-{os.getpid()}.sqlite3")
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _path,
+            "TEST": {"NAME": _path},
+            "OPTIONS": {"timeout": 30},
+        }
+    }
+else:
+    raise RuntimeError(f"I3TASKS_TEST_DB must be sqlite or postgres, not {TEST_DB!r}")
+
+PUBSUB_CONFIG = {
+    "EMULATOR": True,
+    "HOST": os.environ.get("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"),
+    "PROJECT_ID": "i3tasks-test",
+    "CREDENTIALS": None,
+}
+
+I3TASKS = I3TasksSettings(
+    namespace="tests.i3",
+    default_queue=PushQueue("default", "push"),
+    other_queues=(PullQueue("heavy", "pull"),),
+    default_max_retries=3,
+    retry_backoff_min_seconds=0.2,
+    retry_backoff_max_seconds=2.0,
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_i3tasks": {"handlers": ["console"], "level": "WARNING"}},
+}
