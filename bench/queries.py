@@ -1,0 +1,137 @@
+"""SQL queries per ``.delay()`` and per successful push execution, and what .delay() costs.
+
+Run: ``.venv/bin/python bench/queries.py`` (both databases) or ``--db sqlite|postgres``.
+It starts its own Pub/Sub emulator. Queries are counted with Django's
+``CaptureQueriesContext``; transaction-control statements (BEGIN/SAVEPOINT/RELEASE) that
+Django sends on SQLite are reported separately, since PostgreSQL sends them outside the
+cursor and they are not captured there.
+
+Baseline (the earlier public package, as stated in issue 2): 2 queries + a blocking publish
+per ``.delay()``, 8 queries per push execution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_DELAY = "2 + a blocking publish"
+BASELINE_PUSH = 8
+N = 200
+
+
+def is_control(sql: str) -> bool:
+    return sql.split(None, 1)[0].upper() in ("BEGIN", "SAVEPOINT", "RELEASE", "COMMIT")
+
+
+def count(captured) -> tuple[int, int]:
+    statements = [q["sql"] for q in captured.captured_queries]
+    return len(statements), sum(not is_control(s) for s in statements)
+
+
+def run(db: str) -> None:
+    os.environ["I3TASKS_TEST_DB"] = db
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    sys.path.insert(0, str(ROOT))
+    from django_i3tasks.testing.emulator import PubSubEmulator
+
+    emulator = PubSubEmulator().start()
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.endpoint
+    try:
+        import django
+
+        django.setup()
+        from django.db import connection
+        from django.test import Client
+        from django.test.utils import (
+            CaptureQueriesContext,
+            setup_databases,
+            setup_test_environment,
+            teardown_databases,
+        )
+
+        setup_test_environment()
+        old = setup_databases(verbosity=0, interactive=False)
+        try:
+            measure(db, connection, Client, CaptureQueriesContext)
+        finally:
+            teardown_databases(old, verbosity=0)
+    finally:
+        emulator.stop()
+
+
+def measure(db, connection, client_cls, capture) -> None:
+    from django_i3tasks import transport
+    from django_i3tasks.dispatch import message_for
+    from django_i3tasks.models import TaskExecution
+    from django_i3tasks.provisioning import ensure_pubsub
+    from tests.conftest import push_envelope
+    from tests.testapp import tasks
+
+    ensure_pubsub()
+    tasks.add.delay(0, 0)  # warm up the publisher and the connection
+    transport.flush()
+
+    delay_counts, delay_times, handles = [], [], []
+    for i in range(N):
+        with capture(connection) as captured:
+            started = time.perf_counter()
+            handles.append(tasks.add.delay(i, i))
+            delay_times.append(time.perf_counter() - started)
+        delay_counts.append(count(captured))
+    transport.flush()
+
+    blocking_times = []
+    for i in range(N // 4):
+        started = time.perf_counter()
+        with transport.tracked_publishes() as pending:
+            tasks.add.delay(i, -i)
+        assert transport.wait(pending)
+        blocking_times.append(time.perf_counter() - started)
+
+    client = client_cls()
+    push_counts = []
+    for handle in handles:
+        execution = TaskExecution.objects.get(pk=handle.id)
+        data, attributes = message_for(execution, execution.tries.get()).encode()
+        body = push_envelope(data, attributes)
+        with capture(connection) as captured:
+            response = client.post("/i3/tasks-push/", body, content_type="application/json")
+        assert response.status_code == 200 and response.json()["status"] == "success", \
+            response.content
+        push_counts.append(count(captured))
+
+    def summary(counts):
+        totals = [c[0] for c in counts]
+        data = [c[1] for c in counts]
+        return (f"{max(data)} data statements (max; mean {statistics.mean(data):.2f}), "
+                f"{max(totals)} with transaction control")
+
+    print(f"\n## {db} ({connection.vendor}), {N} calls each")
+    print(f".delay():          {summary(delay_counts)}   baseline: {BASELINE_DELAY}")
+    print(f"push execution:    {summary(push_counts)}   baseline: {BASELINE_PUSH}")
+    print(f".delay() time:     median {statistics.median(delay_times) * 1000:.2f} ms "
+          f"(publish batched, not awaited)")
+    print(f".delay() + blocking publish (what the baseline does): median "
+          f"{statistics.median(blocking_times) * 1000:.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args()
+    if args.db == "both":
+        for db in ("sqlite", "postgres"):
+            subprocess.run([sys.executable, __file__, "--db", db], check=True)
+        return
+    run(args.db)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Shared fixtures: a real Pub/Sub emulator per test session, a fresh namespace per test,
+and push subscriptions pointed at the live server (real HTTP into the push view)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from django_i3tasks import transport
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[Any]:
+    """Google's Pub/Sub emulator (with the stream-close fix), started once per session."""
+    from django_i3tasks.testing.emulator import PubSubEmulator
+
+    emulator = PubSubEmulator().start()
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.endpoint
+    try:
+        yield emulator
+    finally:
+        transport.flush()
+        emulator.stop()
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture
+def i3settings(settings: Any) -> Callable[..., Any]:
+    """Replace fields of ``settings.I3TASKS`` for one test: ``i3settings(force_sync=True)``."""
+
+    def change(**fields: Any) -> Any:
+        settings.I3TASKS = dataclasses.replace(settings.I3TASKS, **fields)
+        return settings.I3TASKS
+
+    return change
+
+
+@pytest.fixture
+def pubsub(pubsub_emulator: Any, i3settings: Callable[..., Any]) -> Iterator[Any]:
+    """A namespace of its own for the test, so no message of another test reaches it."""
+    i3settings(namespace=f"t{uuid.uuid4().hex[:12]}")
+    yield pubsub_emulator
+    transport.flush()
+
+
+@pytest.fixture
+def pull_queue(pubsub: Any) -> None:
+    """Provision the test namespace as is: the default queue has no push endpoint, so its
+    subscription can be pulled by the test."""
+    from django_i3tasks.provisioning import ensure_pubsub
+
+    ensure_pubsub()
+
+
+@pytest.fixture
+def push_queue(pubsub: Any, live_server: Any, i3settings: Callable[..., Any]) -> Iterator[str]:
+    """Provision the default queue as a push subscription to the live server's push view.
+
+    Yields the push URL. The subscription is deleted afterwards so the emulator stops
+    pushing to a server that is gone.
+    """
+    from django_i3tasks.conf import get_settings, pubsub_config
+    from django_i3tasks.provisioning import ensure_pubsub
+
+    url = f"{live_server.url}/i3/tasks-push/"
+    queue = dataclasses.replace(
+        get_settings().default_queue,
+        push_endpoint=url,
+        ack_deadline_seconds=10,
+        min_retry_backoff_seconds=0,
+        max_retry_backoff_seconds=1,
+    )
+    i3settings(default_queue=queue)
+    ensure_pubsub()
+    yield url
+    transport.flush()
+    subscriber = transport.subscriber_client()
+    try:
+        subscriber.delete_subscription(subscription=pubsub_config().subscription_path(queue))
+    finally:
+        subscriber.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; fail the test with a clear message on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """A real HTTP request; returns status, headers and body (also for 4xx/5xx)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def push_envelope(data: bytes, attributes: dict[str, str] | None = None) -> bytes:
+    """A push body as Pub/Sub sends it."""
+    import base64
+
+    return json.dumps({
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes or {},
+            "messageId": uuid.uuid4().hex,
+            "publishTime": "2026-01-01T00:00:00Z",
+        },
+        "subscription": "projects/i3tasks-test/subscriptions/test",
+    }).encode()
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls() -> None:
+    from tests.testapp.tasks import CALLS
+
+    CALLS.clear()

@@ -1,0 +1,121 @@
+import base64
+import json
+import uuid
+
+import pytest
+
+from django_i3tasks.messages import (
+    SIGNATURE_ATTRIBUTE,
+    InvalidMessage,
+    TaskMessage,
+    parse_push_body,
+    sign,
+)
+
+
+def make_message(**changes):
+    fields = dict(
+        execution_id=1, execution_uuid=uuid.uuid4(), try_id=2, try_number=1,
+        task_name="tests.testapp.tasks.add", queue_name="default", args=[1, 2], kwargs={},
+        max_retries=3, group_id=None,
+    )
+    fields.update(changes)
+    return TaskMessage(**fields)
+
+
+def test_round_trip():
+    message = make_message(kwargs={"x": [1, {"y": None}]}, group_id=7)
+    data, attributes = message.encode()
+    assert TaskMessage.decode(data, attributes) == message
+
+
+def test_tampered_data_is_rejected():
+    data, attributes = make_message().encode()
+    forged = data.replace(b'"args":[1,2]', b'"args":[1,3]')
+    with pytest.raises(InvalidMessage) as info:
+        TaskMessage.decode(forged, attributes)
+    assert info.value.code == "bad_signature" and info.value.status == 200
+
+
+def test_unsigned_is_rejected():
+    data, _ = make_message().encode()
+    with pytest.raises(InvalidMessage) as info:
+        TaskMessage.decode(data, {})
+    assert info.value.code == "unsigned"
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ([], "bad_schema"),
+        ({"v": 1}, "bad_schema"),
+        ("string", "bad_schema"),
+    ],
+)
+def test_schema_errors(body, code):
+    data = json.dumps(body).encode()
+    with pytest.raises(InvalidMessage) as info:
+        TaskMessage.decode(data, {SIGNATURE_ATTRIBUTE: sign(data)})
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("execution_id", True),
+        ("execution_id", 0),
+        ("try_number", "1"),
+        ("task", "os.system; rm"),
+        ("task", "nodots"),
+        ("queue", "bad queue"),
+        ("args", {}),
+        ("kwargs", []),
+        ("execution_uuid", "not-a-uuid"),
+        ("max_retries", -1),
+        ("v", 2),
+        ("group_id", "x"),
+    ],
+)
+def test_each_field_is_validated(field, value):
+    body = json.loads(make_message().to_json())
+    body[field] = value
+    with pytest.raises(InvalidMessage):
+        TaskMessage.from_dict(body)
+
+
+def test_extra_field_is_rejected():
+    body = json.loads(make_message().to_json())
+    body["module"] = "os"
+    with pytest.raises(InvalidMessage, match="unexpected"):
+        TaskMessage.from_dict(body)
+
+
+def envelope(**message):
+    return json.dumps({"message": message, "subscription": "s"}).encode()
+
+
+def test_parse_push_body():
+    parsed = parse_push_body(envelope(data=base64.b64encode(b"{}").decode(), messageId="m1",
+                                      attributes={"a": "b"}))
+    assert parsed.data == b"{}" and parsed.message_id == "m1" and parsed.attributes == {"a": "b"}
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b"not json", "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b"[]", "invalid_envelope"),
+        (b"{}", "invalid_envelope"),
+        (json.dumps({"message": "x"}).encode(), "invalid_envelope"),
+        (envelope(), "invalid_envelope"),
+        (envelope(data="!!!notbase64"), "invalid_base64"),
+        (envelope(data="aGVsbG8", messageId="m"), "invalid_base64"),
+        (envelope(data="e30=", attributes={"a": 1}), "invalid_envelope"),
+        (envelope(data="e30=", messageId=5), "invalid_envelope"),
+    ],
+)
+def test_bad_envelopes(body, code):
+    with pytest.raises(InvalidMessage) as info:
+        parse_push_body(body)
+    assert info.value.code == code and info.value.status == 400
