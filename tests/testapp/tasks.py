@@ -63,3 +63,7 @@ def slow(tag, seconds=0.5):
 def step(tag):
     record(f"step:{tag}")
     return tag
+
+
+# Task modules of the other test areas register their tasks when this module is discovered.
+from tests.testapp import beat_tasks, chain_tasks, security_tasks, worker_tasks  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Tasks for the chain tests (registered when tests.testapp.tasks is autodiscovered)."""

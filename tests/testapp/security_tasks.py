@@ -1,0 +1,1 @@
+"""Tasks for the security tests (registered when tests.testapp.tasks is autodiscovered)."""
