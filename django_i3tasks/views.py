@@ -93,6 +93,11 @@ def outcome_response(outcome: Outcome) -> JsonResponse:
 @endpoint("POST")
 def push(request: HttpRequest) -> JsonResponse:
     """Pub/Sub push endpoint: run the try the message names."""
+    from .auth import authenticate_push
+
+    denied = authenticate_push(request)
+    if denied is not None:
+        return denied
     conf = get_settings()
     body = read_body(request, conf.max_push_body_bytes)
     if body is None:
