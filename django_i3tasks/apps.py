@@ -57,7 +57,7 @@ def _provision_in_background() -> None:
         from .provisioning import ensure_pubsub
 
         try:
-            ensure_pubsub(timeout=20.0)
+            ensure_pubsub(timeout=5.0)
         except Exception as exc:  # noqa: BLE001 - startup must survive an unreachable Pub/Sub
             logger.warning("django-i3tasks could not ensure Pub/Sub topics at startup: %s", exc)
 

@@ -88,12 +88,23 @@ def _differences(current: Any, desired: Any) -> list[str]:
 
 def ensure_pubsub(*, dry_run: bool = False, timeout: float = 30.0) -> list[Action]:
     """Make Pub/Sub match the settings; with ``dry_run`` only say what would change."""
+    from google.api_core import exceptions, retry
     from google.api_core.exceptions import NotFound
     from google.protobuf import field_mask_pb2
 
     from .transport import admin_publisher_client, subscriber_client
 
     config = pubsub_config()
+    # Bound the whole call, retries included: an unreachable Pub/Sub must fail, not hang.
+    limits = {
+        "timeout": timeout,
+        "retry": retry.Retry(
+            initial=0.2, maximum=2.0, timeout=timeout,
+            predicate=retry.if_exception_type(
+                exceptions.ServiceUnavailable, exceptions.DeadlineExceeded
+            ),
+        ),
+    }
     publisher = admin_publisher_client()
     subscriber = subscriber_client()
     actions: list[Action] = []
@@ -105,19 +116,19 @@ def ensure_pubsub(*, dry_run: bool = False, timeout: float = 30.0) -> list[Actio
                 topics.append(_dead_letter_path(queue))
         for path in dict.fromkeys(topics):
             try:
-                publisher.get_topic(topic=path, timeout=timeout)
+                publisher.get_topic(topic=path, **limits)
                 actions.append(Action("ok", "topic", path))
             except NotFound:
                 if not dry_run:
-                    publisher.create_topic(name=path, timeout=timeout)
+                    publisher.create_topic(name=path, **limits)
                 actions.append(Action("create", "topic", path))
         for queue in get_settings().queues:
             desired = desired_subscription(queue)
             try:
-                current = subscriber.get_subscription(subscription=desired.name, timeout=timeout)
+                current = subscriber.get_subscription(subscription=desired.name, **limits)
             except NotFound:
                 if not dry_run:
-                    subscriber.create_subscription(request=desired, timeout=timeout)
+                    subscriber.create_subscription(request=desired, **limits)
                 kind = "push" if desired.push_config.push_endpoint else "pull"
                 actions.append(Action("create", "subscription", desired.name, kind))
                 continue
@@ -128,27 +139,26 @@ def ensure_pubsub(*, dry_run: bool = False, timeout: float = 30.0) -> list[Actio
                 )
             changed = _differences(current, desired)
             if changed and not dry_run:
-                _update(subscriber, desired, changed, timeout, field_mask_pb2)
+                _update(subscriber, desired, changed, limits, field_mask_pb2)
             actions.append(
                 Action("update", "subscription", desired.name, ", ".join(changed))
                 if changed else Action("ok", "subscription", desired.name)
             )
     finally:
-        for client in (subscriber,):
-            client.close()
+        subscriber.close()
     return actions
 
 
-def _update(subscriber: Any, desired: Any, changed: list[str], timeout: float, fm: Any) -> None:
+def _update(subscriber: Any, desired: Any, changed: list[str], limits: dict, fm: Any) -> None:
     if "push_config" in changed:
         # ModifyPushConfig is the one call every Pub/Sub server (the emulator too) supports.
         subscriber.modify_push_config(
-            subscription=desired.name, push_config=desired.push_config, timeout=timeout
+            subscription=desired.name, push_config=desired.push_config, **limits
         )
     rest = [name for name in changed if name != "push_config"]
     if rest:
         subscriber.update_subscription(
-            subscription=desired, update_mask=fm.FieldMask(paths=rest), timeout=timeout
+            subscription=desired, update_mask=fm.FieldMask(paths=rest), **limits
         )
 
 

@@ -6,5 +6,5 @@ app_name = "django_i3tasks"
 
 urlpatterns = [
     path("tasks-push/", views.push, name="push"),
-    path("tasks-status/<uuid:execution_uuid>/", views.status, name="status"),
+    path("tasks-status/<str:execution_uuid>/", views.status, name="status"),
 ]

@@ -128,13 +128,17 @@ def push(request: HttpRequest) -> JsonResponse:
 
 
 @endpoint("GET")
-def status(request: HttpRequest, execution_uuid: UUID) -> JsonResponse:
+def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
     """Status of one execution, its tries and its result."""
     from .auth import check_token
 
     denied = check_token(request, get_settings().status_token)
     if denied is not None:
         return denied
+    try:
+        execution_uuid = UUID(execution_uuid)
+    except ValueError:
+        return error(400, "invalid_uuid", "the execution id must be a UUID")
     execution = (
         TaskExecution.objects.filter(uuid=execution_uuid)
         .select_related("result", "group")
