@@ -1,0 +1,143 @@
+"""The shared execution path: claims under duplicate and concurrent delivery, leases, outcomes."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from django_i3tasks.dispatch import message_for
+from django_i3tasks.execution import OutcomeStatus, backoff_seconds, run_message
+from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry, TryStatus
+from tests.testapp import tasks
+
+
+def queued_message(task, *args, **kwargs):
+    """Write an execution like .delay() does (messages go to the ``no_publish`` list)."""
+    execution = TaskExecution.objects.get(pk=task.delay(*args, **kwargs).id)
+    return message_for(execution, execution.tries.get())
+
+
+@pytest.fixture
+def no_publish(monkeypatch):
+    """Collect the messages the code under test sends instead of publishing them."""
+    from django_i3tasks import dispatch
+
+    sent = []
+    monkeypatch.setattr(dispatch, "send", sent.extend)
+    return sent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_deliveries_of_one_message_run_it_once(no_publish):
+    """16 threads deliver the same message at the same moment (PostgreSQL: real row locks)."""
+    for round_ in range(5):
+        message = queued_message(tasks.slow, f"race{round_}", 0.2)
+        barrier = threading.Barrier(16)
+        outcomes = []
+
+        def deliver(message=message, barrier=barrier, outcomes=outcomes):
+            barrier.wait()
+            try:
+                outcomes.append(run_message(message).status)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=deliver) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert tasks.CALLS[f"slow:race{round_}"] == 1
+        assert outcomes.count(OutcomeStatus.SUCCESS) == 1
+        assert set(outcomes) <= {OutcomeStatus.SUCCESS, OutcomeStatus.RUNNING,
+                                 OutcomeStatus.DUPLICATE}
+        task_try = TaskExecutionTry.objects.get(pk=message.try_id)
+        assert task_try.claims == 1 and task_try.status == TryStatus.SUCCESS
+
+
+@pytest.mark.django_db
+def test_finished_try_is_a_duplicate(no_publish):
+    message = queued_message(tasks.add, 1, 1)
+    assert run_message(message).status == OutcomeStatus.SUCCESS
+    again = run_message(message)
+    assert again.status == OutcomeStatus.DUPLICATE and again.ack
+    assert tasks.CALLS["add:1:1"] == 1
+
+
+@pytest.mark.django_db
+def test_retry_is_not_due_before_its_backoff(no_publish, i3settings):
+    i3settings(retry_backoff_min_seconds=60, retry_backoff_max_seconds=60)
+    message = queued_message(tasks.always_fails, "nd")
+    no_publish.clear()
+    outcome = run_message(message)
+    assert outcome.status == OutcomeStatus.RETRY and outcome.ack
+    (next_message,) = no_publish
+    assert next_message.try_number == 2 and next_message.try_id != message.try_id
+    early = run_message(next_message)
+    assert early.status == OutcomeStatus.NOT_DUE and not early.ack
+    assert 50 < early.retry_after <= 60
+    assert tasks.CALLS["always_fails:nd"] == 1
+    TaskExecutionTry.objects.filter(pk=next_message.try_id).update(
+        not_before=timezone.now() - timedelta(seconds=1))
+    assert run_message(next_message).status == OutcomeStatus.RETRY
+    assert tasks.CALLS["always_fails:nd"] == 2
+
+
+@pytest.mark.django_db
+def test_running_try_with_live_lease_is_not_run_again(no_publish):
+    message = queued_message(tasks.add, 2, 2)
+    TaskExecutionTry.objects.filter(pk=message.try_id).update(
+        status=TryStatus.RUNNING, lease_expires_at=timezone.now() + timedelta(minutes=5))
+    outcome = run_message(message)
+    assert outcome.status == OutcomeStatus.RUNNING and not outcome.ack
+    assert tasks.CALLS["add:2:2"] == 0
+
+
+@pytest.mark.django_db
+def test_expired_lease_is_taken_over_and_the_old_claim_cannot_finish(no_publish):
+    """A worker died mid-task: after the lease the try runs again; the old claimant's late
+    finish is refused because its claim token is stale."""
+    from django_i3tasks import execution
+
+    message = queued_message(tasks.add, 3, 3)
+    TaskExecutionTry.objects.filter(pk=message.try_id).update(
+        status=TryStatus.RUNNING, claims=1, claim_token="00000000-0000-0000-0000-000000000001",
+        lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert run_message(message).status == OutcomeStatus.SUCCESS
+    task_try = TaskExecutionTry.objects.get(pk=message.try_id)
+    assert task_try.claims == 2
+    import uuid
+
+    stale = execution._record_success(tasks.add, message,
+                                      uuid.UUID("00000000-0000-0000-0000-000000000001"), 6)
+    assert stale.status == OutcomeStatus.SUPERSEDED and not stale.ack
+
+
+@pytest.mark.django_db
+def test_unknown_try_is_acknowledged(no_publish):
+    import dataclasses
+
+    message = queued_message(tasks.add, 4, 4)
+    ghost = dataclasses.replace(message, try_id=message.try_id + 1000)
+    outcome = run_message(ghost)
+    assert outcome.status == OutcomeStatus.UNKNOWN and outcome.ack
+    assert TaskExecution.objects.get(pk=message.execution_id).status == ExecutionStatus.PENDING
+
+
+@pytest.mark.django_db
+def test_unregistered_task_is_rejected_without_touching_rows(no_publish):
+    import dataclasses
+
+    message = queued_message(tasks.add, 5, 5)
+    outcome = run_message(dataclasses.replace(message, task_name="tests.testapp.nope.task"))
+    assert outcome.status == OutcomeStatus.REJECTED and outcome.ack
+    assert TaskExecutionTry.objects.get(pk=message.try_id).status == TryStatus.QUEUED
+
+
+def test_backoff_is_exponential_and_bounded(i3settings):
+    i3settings(retry_backoff_min_seconds=2, retry_backoff_max_seconds=10)
+    assert [backoff_seconds(n) for n in (1, 2, 3, 4)] == [2, 4, 8, 10]
