@@ -7,4 +7,5 @@ app_name = "django_i3tasks"
 urlpatterns = [
     path("tasks-push/", views.push, name="push"),
     path("tasks-status/<str:execution_uuid>/", views.status, name="status"),
+    path("tasks-health/", views.health, name="health"),
 ]

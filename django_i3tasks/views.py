@@ -173,3 +173,16 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
         ],
         "result": None if result is None else {"value": result.value, "is_repr": result.is_repr},
     })
+
+
+@endpoint("GET")
+def health(request: HttpRequest) -> JsonResponse:
+    """Uptime check: 200 when no try is stuck, else 503 (counts in the body)."""
+    from .auth import check_token
+    from .maintenance import health_report
+
+    denied = check_token(request, get_settings().status_token)
+    if denied is not None:
+        return denied
+    report = health_report()
+    return JsonResponse(report.as_json(), status=200 if report.healthy else 503)

@@ -1,0 +1,68 @@
+"""Operations: a health report for uptime checks, and the retention clean-up."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from .conf import get_settings
+from .models import ExecutionStatus, TaskExecution, TaskExecutionTry, TryStatus
+
+#: Terminal statuses: only these are removed by ``clean``.
+FINISHED = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.SKIPPED)
+
+
+@dataclass(frozen=True)
+class Health:
+    #: Tries queued and due for longer than ``recovery_after_seconds`` (never started).
+    stuck_queued: int
+    #: Tries running past their lease (their worker is presumably gone).
+    stuck_running: int
+    #: Executions that failed for good in the last hour.
+    failed_last_hour: int
+
+    @property
+    def healthy(self) -> bool:
+        return self.stuck_queued == 0 and self.stuck_running == 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"healthy": self.healthy, **asdict(self)}
+
+
+def health_report() -> Health:
+    now = timezone.now()
+    window = timedelta(seconds=get_settings().recovery_after_seconds)
+    return Health(
+        stuck_queued=TaskExecutionTry.objects.filter(
+            status=TryStatus.QUEUED, not_before__lt=now - window
+        ).count(),
+        stuck_running=TaskExecutionTry.objects.filter(
+            status=TryStatus.RUNNING, lease_expires_at__lt=now
+        ).count(),
+        failed_last_hour=TaskExecution.objects.filter(
+            status=ExecutionStatus.FAILED, finished_at__gte=now - timedelta(hours=1)
+        ).count(),
+    )
+
+
+def clean(older_than_days: int | None = None, *, dry_run: bool = False) -> int:
+    """Delete finished executions (with their tries and results) older than the retention
+    window; returns how many executions. Pending work and group callbacks are never deleted."""
+    days = older_than_days if older_than_days is not None else get_settings().retention_days
+    cutoff = timezone.now() - timedelta(days=days)
+    old = TaskExecution.objects.filter(status__in=FINISHED).filter(
+        Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True, created_at__lt=cutoff)
+    )
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while True:  # in batches, so a large backlog does not hold one huge transaction
+        batch = list(old.values_list("pk", flat=True)[:1000])
+        if not batch:
+            return deleted
+        TaskExecution.objects.filter(pk__in=batch).delete()
+        deleted += len(batch)

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = "Delete finished task executions older than the retention window."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--days", type=int, default=None,
+                            help="retention in days (default: I3TASKS.retention_days)")
+        parser.add_argument("--dry-run", action="store_true", help="only count")
+
+    def handle(self, *args: Any, days: int | None = None, dry_run: bool = False, **options: Any):
+        from django_i3tasks.maintenance import clean
+
+        if days is not None and days < 0:
+            raise CommandError("--days must be 0 or more")
+        count = clean(days, dry_run=dry_run)
+        verb = "would delete" if dry_run else "deleted"
+        self.stdout.write(f"{verb} {count} finished execution(s)")
