@@ -12,7 +12,21 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class PushQueue:
+class _QueueBase:
+    """What every queue has: names, and the subscription settings Pub/Sub applies."""
+
+    queue_name: str
+    subscription_name: str
+    _: KW_ONLY
+    ack_deadline_seconds: int = 60
+    min_retry_backoff_seconds: int = 10
+    max_retry_backoff_seconds: int = 600
+    dead_letter_topic: str | None = None
+    max_delivery_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class PushQueue(_QueueBase):
     """A queue whose subscription pushes each message to the push view over HTTPS.
 
     ``push_endpoint`` is the public URL of ``tasks-push/``; ``i3tasks_ensure_pubsub`` writes it,
@@ -20,15 +34,8 @@ class PushQueue:
     redeliveries Pub/Sub makes after a non-2xx answer (a task not yet due, or still running).
     """
 
-    queue_name: str
-    subscription_name: str
     push_endpoint: str | None = None
     _: KW_ONLY
-    ack_deadline_seconds: int = 60
-    min_retry_backoff_seconds: int = 10
-    max_retry_backoff_seconds: int = 600
-    dead_letter_topic: str | None = None
-    max_delivery_attempts: int = 5
     oidc_service_account_email: str | None = None
     oidc_audience: str | None = None
 
@@ -42,17 +49,8 @@ Queue = PushQueue
 
 
 @dataclass(frozen=True)
-class PullQueue:
+class PullQueue(_QueueBase):
     """A queue served by ``manage.py i3tasks_worker --queue NAME`` (streaming pull)."""
-
-    queue_name: str
-    subscription_name: str
-    _: KW_ONLY
-    ack_deadline_seconds: int = 60
-    min_retry_backoff_seconds: int = 10
-    max_retry_backoff_seconds: int = 600
-    dead_letter_topic: str | None = None
-    max_delivery_attempts: int = 5
 
     @property
     def is_push(self) -> bool:
