@@ -58,7 +58,9 @@ if TEST_DB == "postgres":
     }
 elif TEST_DB == "sqlite":
     # A file, not :memory:, so the live server's threads share the test database.
-    _path = os.path.join(tempfile.gettempdir(), f"i3tasks-test-{os.getpid()}.sqlite3")
+    _path = os.environ.get("I3TASKS_SQLITE_PATH") or os.path.join(
+        tempfile.gettempdir(), f"i3tasks-test-{os.getpid()}.sqlite3"
+    )
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",

@@ -77,7 +77,9 @@ def test_command_fails_clearly_when_pubsub_is_unreachable(pubsub, monkeypatch):
 MANAGE = [sys.executable, "-m", "django"]
 
 
-@pytest.mark.parametrize("command", [["check"], ["makemigrations", "--check", "--dry-run"]])
+@pytest.mark.parametrize(
+    "command", [["check"], ["makemigrations", "--check", "--dry-run"], ["migrate", "-v", "0"]]
+)
 def test_startup_provisioning_never_runs_for_maintenance_commands(command, tmp_path):
     """With run_queue_create_command_on_startup=True and Pub/Sub unreachable, maintenance
     commands neither hang nor talk to it (a blackhole host would make them hang)."""
@@ -114,4 +116,5 @@ def _env(tmp_path):
         "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parent.parent),
         "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
         "I3TASKS_TEST_DB": "sqlite",
+        "I3TASKS_SQLITE_PATH": str(tmp_path / "startup.sqlite3"),
     }
