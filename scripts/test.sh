@@ -14,7 +14,6 @@ stamp=.venv/.i3tasks-test-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || exit 1
   .venv/bin/python -m pip install -q -e '.[test]' >.venv/pip-install.log 2>&1 \
-    || { cat .venv/pip-install.log; exit 1; } >.venv/pip-install.log 2>&1 \
     || { cat .venv/pip-install.log; exit 1; }
   touch "$stamp"
 fi
