@@ -19,6 +19,7 @@ def update_returning(queryset: QuerySet, returning: list[str], **values: Any) ->
     using = queryset.db
     connection = connections[using]
     model = queryset.model
+    convert = _converters(model, returning, connection)
     if connection.vendor in ("postgresql", "sqlite"):
         query = queryset.query.chain(UpdateQuery)
         query.add_update_values(values)
@@ -30,7 +31,7 @@ def update_returning(queryset: QuerySet, returning: list[str], **values: Any) ->
         )
         with connection.cursor() as cursor:
             cursor.execute(f"{sql} RETURNING {columns}", params)
-            return [tuple(row) for row in cursor.fetchall()]
+            return [convert(row) for row in cursor.fetchall()]
     with transaction.atomic(using=using, savepoint=False):
         pks = list(queryset.select_for_update().values_list("pk", flat=True))
         if not pks:
@@ -39,3 +40,23 @@ def update_returning(queryset: QuerySet, returning: list[str], **values: Any) ->
         return list(
             model._default_manager.using(using).filter(pk__in=pks).values_list(*returning)
         )
+
+
+def _converters(model: Any, names: list[str], connection: Any) -> Any:
+    """A function turning a raw row into Python values, as the ORM would (JSON, UUID, bool)."""
+    steps = []
+    for name in names:
+        field = model._meta.get_field(name)
+        column = field.get_col(model._meta.db_table)
+        functions = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        steps.append((column, functions))
+
+    def convert(row: Any) -> tuple:
+        values = []
+        for value, (column, functions) in zip(row, steps, strict=True):
+            for function in functions:
+                value = function(value, column, connection)
+            values.append(value)
+        return tuple(values)
+
+    return convert

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .conf import get_queue, get_settings
+from .db import update_returning
 from .messages import TaskMessage
 from .models import ExecutionStatus, TaskExecution, TaskExecutionTry, TaskGroup
 
@@ -123,32 +124,92 @@ def enqueue(
     return ChainHandle(execution)
 
 
+def enqueue_many(
+    task: Task,
+    calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+    *,
+    group: TaskGroup | None = None,
+    queue_name: str | None = None,
+    batch_size: int = 500,
+) -> list[ChainHandle]:
+    """Enqueue many calls of one task at once: bulk INSERTs, one batched publish.
+
+    Every call is validated before anything is written, so a bad argument in call 700 writes
+    nothing. Costs two INSERTs per ``batch_size`` calls instead of two per call.
+    """
+    from .chains import ChainHandle
+
+    if group is not None and not isinstance(group, TaskGroup):
+        raise TypeError(f"group must be a TaskGroup, got {type(group).__name__}")
+    calls = [(list(args), dict(kwargs)) for args, kwargs in calls]
+    for index, (args, kwargs) in enumerate(calls):
+        try:
+            validate_arguments(task.name, args, kwargs)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"call {index}: {exc}") from None
+    queue = get_queue(queue_name or task.effective_queue_name)
+    max_retries = task.effective_max_retries
+    with transaction.atomic(savepoint=False):
+        executions = TaskExecution.objects.bulk_create(
+            [
+                TaskExecution(
+                    task_name=task.name, queue_name=queue.queue_name, args=args, kwargs=kwargs,
+                    status=ExecutionStatus.PENDING, max_retries=max_retries, group=group,
+                )
+                for args, kwargs in calls
+            ],
+            batch_size=batch_size,
+        )
+        tries = TaskExecutionTry.objects.bulk_create(
+            [TaskExecutionTry(execution=execution, number=1) for execution in executions],
+            batch_size=batch_size,
+        )
+        send([message_for(e, t) for e, t in zip(executions, tries, strict=True)])
+    if get_settings().force_sync:
+        for execution in executions:
+            execution.refresh_from_db(fields=["status", "finished_at"])
+    return [ChainHandle(execution) for execution in executions]
+
+
+#: Columns a message needs, read back by the UPDATE that releases an execution.
+_MESSAGE_FIELDS = [
+    "id", "uuid", "task_name", "queue_name", "args", "kwargs", "max_retries", "group_id",
+]
+_RELEASABLE = [ExecutionStatus.WAITING, ExecutionStatus.SCHEDULED]
+
+
 def release(executions: Iterable[int] | Any) -> list[TaskExecution]:
     """Dispatch waiting or scheduled executions, each exactly once.
 
-    ``executions`` is a queryset or ids. Rows are locked and re-checked, so two processes
-    releasing the same step (a chain's previous step finishing while ``.then()`` adds it)
-    dispatch it once. Call it inside a transaction.
+    ``executions`` is a queryset or ids. The status moves from waiting/scheduled to pending in
+    one conditional ``UPDATE ... RETURNING``, so two processes releasing the same step (a
+    chain's previous step finishing while ``.then()`` adds it, two beat calls) dispatch it
+    once. Several rows are locked in primary-key order first, so concurrent releases of
+    overlapping sets cannot deadlock. Call it inside a transaction.
     """
-    queryset = TaskExecution.objects.filter(
-        status__in=[ExecutionStatus.WAITING, ExecutionStatus.SCHEDULED]
-    )
     if isinstance(executions, list | tuple | set):
-        queryset = queryset.filter(pk__in=list(executions))
+        queryset = TaskExecution.objects.filter(pk__in=list(executions))
     else:
-        queryset = queryset.filter(pk__in=executions.values("pk"))
+        queryset = executions
+    queryset = queryset.filter(status__in=_RELEASABLE)
     with transaction.atomic(savepoint=False):
-        rows = list(queryset.select_for_update().order_by("pk"))
+        if not (isinstance(executions, list | tuple | set) and len(executions) == 1):
+            pks = list(queryset.select_for_update().order_by("pk").values_list("pk", flat=True))
+            if not pks:
+                return []
+            queryset = TaskExecution.objects.filter(pk__in=pks, status__in=_RELEASABLE)
+        released = update_returning(queryset, _MESSAGE_FIELDS, status=ExecutionStatus.PENDING)
+        rows = [
+            TaskExecution(
+                status=ExecutionStatus.PENDING, **dict(zip(_MESSAGE_FIELDS, row, strict=True))
+            )
+            for row in released
+        ]
         if not rows:
             return []
-        TaskExecution.objects.filter(pk__in=[row.pk for row in rows]).update(
-            status=ExecutionStatus.PENDING
-        )
         tries = TaskExecutionTry.objects.bulk_create(
             [TaskExecutionTry(execution=row, number=1) for row in rows]
         )
-        for row in rows:
-            row.status = ExecutionStatus.PENDING
         send([message_for(row, task_try) for row, task_try in zip(rows, tries, strict=True)])
     return rows
 

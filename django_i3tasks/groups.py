@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from .db import update_returning
@@ -45,14 +45,18 @@ def create_group(*, callback: Task | ChainHandle | None = None, total_count: int
 
 
 def member_succeeded(group_id: int) -> None:
-    """Count one member; release the callback when this was the last one."""
+    """Count one member; the update that counts the last one also marks the group succeeded,
+    and only that transaction releases the callback."""
+    last = Q(succeeded_count=F("total_count") - 1)
     rows = update_returning(
         TaskGroup.objects.filter(pk=group_id, status=GroupStatus.PENDING),
-        ["succeeded_count", "total_count", "callback_id"],
+        ["status", "callback_id"],
         succeeded_count=F("succeeded_count") + 1,
+        status=Case(When(last, then=Value(GroupStatus.SUCCESS)), default=F("status")),
+        finished_at=Case(When(last, then=Value(timezone.now())), default=F("finished_at")),
     )
-    if rows and rows[0][0] == rows[0][1]:
-        _succeed(group_id, rows[0][2])
+    if rows and rows[0][0] == GroupStatus.SUCCESS and rows[0][1] is not None:
+        release([rows[0][1]])
 
 
 def _succeed(group_id: int, callback_id: int | None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, overload
@@ -135,6 +135,29 @@ class Task:
         return enqueue(
             self, args, dict(kwargs or {}), group=group, queue_name=queue_name,
             countdown=countdown, eta=eta,
+        )
+
+    def map(
+        self, items: Iterable[Any], *, group: Any = None, queue_name: str | None = None
+    ) -> list[ChainHandle]:
+        """Enqueue ``task(item)`` for every item in one go (bulk rows, batched publish).
+
+        With ``group=`` every call is a member of that group: the bulk way to fan out.
+        """
+        from .dispatch import enqueue_many
+
+        return enqueue_many(
+            self, (((item,), {}) for item in items), group=group, queue_name=queue_name
+        )
+
+    def starmap(
+        self, items: Iterable[Sequence[Any]], *, group: Any = None, queue_name: str | None = None
+    ) -> list[ChainHandle]:
+        """Like ``map``, but each item is a sequence of positional arguments: ``task(*item)``."""
+        from .dispatch import enqueue_many
+
+        return enqueue_many(
+            self, ((tuple(item), {}) for item in items), group=group, queue_name=queue_name
         )
 
     def build_chain(self, *args: Any, **kwargs: Any) -> ChainHandle:

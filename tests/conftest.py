@@ -94,6 +94,16 @@ def push_queue(pubsub: Any, live_server: Any, i3settings: Callable[..., Any]) ->
         subscriber.close()
 
 
+@pytest.fixture
+def no_publish(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Collect the messages the code under test sends instead of publishing them."""
+    from django_i3tasks import dispatch
+
+    sent: list[Any] = []
+    monkeypatch.setattr(dispatch, "send", sent.extend)
+    return sent
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; fail the test with a clear message on timeout."""
     deadline = time.monotonic() + timeout
@@ -135,6 +145,8 @@ def push_envelope(data: bytes, attributes: dict[str, str] | None = None) -> byte
 
 @pytest.fixture(autouse=True)
 def _reset_calls() -> None:
+    from tests.testapp.chain_tasks import ORDER
     from tests.testapp.tasks import CALLS
 
     CALLS.clear()
+    ORDER.clear()

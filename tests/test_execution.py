@@ -21,16 +21,6 @@ def queued_message(task, *args, **kwargs):
     return message_for(execution, execution.tries.get())
 
 
-@pytest.fixture
-def no_publish(monkeypatch):
-    """Collect the messages the code under test sends instead of publishing them."""
-    from django_i3tasks import dispatch
-
-    sent = []
-    monkeypatch.setattr(dispatch, "send", sent.extend)
-    return sent
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_deliveries_of_one_message_run_it_once(no_publish):
     """16 threads deliver the same message at the same moment (PostgreSQL: real row locks)."""
