@@ -85,3 +85,15 @@ def skip(execution_ids: Any) -> None:
                 previous_id__in=ids, status=ExecutionStatus.WAITING
             ).values_list("pk", flat=True)
         )
+
+
+def unskip_after(execution_ids: list[int]) -> None:
+    """Steps skipped after these executions wait for them again (they are being retried)."""
+    ids = list(execution_ids)
+    while ids:
+        ids = list(
+            TaskExecution.objects.filter(
+                previous_id__in=ids, status=ExecutionStatus.SKIPPED
+            ).values_list("pk", flat=True)
+        )
+        TaskExecution.objects.filter(pk__in=ids).update(status=ExecutionStatus.WAITING)

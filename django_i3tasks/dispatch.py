@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from .conf import get_queue, get_settings
@@ -210,6 +211,52 @@ def release(executions: Iterable[int] | Any) -> list[TaskExecution]:
         tries = TaskExecutionTry.objects.bulk_create(
             [TaskExecutionTry(execution=row, number=1) for row in rows]
         )
+        send([message_for(row, task_try) for row, task_try in zip(rows, tries, strict=True)])
+    return rows
+
+
+def retry(executions: Iterable[int] | Any) -> list[TaskExecution]:
+    """Run failed executions once more (the admin's "retry" action).
+
+    Each gets one new try; steps that were skipped because it failed wait for it again. A
+    failed group stays failed: its callback was given up when the member failed.
+    """
+    from .chains import unskip_after
+
+    queryset = (
+        TaskExecution.objects.filter(pk__in=list(executions))
+        if isinstance(executions, list | tuple | set)
+        else executions
+    )
+    with transaction.atomic():
+        pks = list(
+            queryset.filter(status=ExecutionStatus.FAILED)
+            .select_for_update()
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        reopened = update_returning(
+            TaskExecution.objects.filter(pk__in=pks, status=ExecutionStatus.FAILED),
+            _MESSAGE_FIELDS,
+            status=ExecutionStatus.PENDING,
+            finished_at=None,
+        )
+        rows = [
+            TaskExecution(
+                status=ExecutionStatus.PENDING, **dict(zip(_MESSAGE_FIELDS, row, strict=True))
+            )
+            for row in reopened
+        ]
+        last = dict(
+            TaskExecutionTry.objects.filter(execution_id__in=[r.pk for r in rows])
+            .values("execution_id")
+            .annotate(last=Max("number"))
+            .values_list("execution_id", "last")
+        )
+        tries = TaskExecutionTry.objects.bulk_create(
+            [TaskExecutionTry(execution=row, number=last.get(row.pk, 0) + 1) for row in rows]
+        )
+        unskip_after([row.pk for row in rows])
         send([message_for(row, task_try) for row, task_try in zip(rows, tries, strict=True)])
     return rows
 

@@ -133,6 +133,7 @@ class TaskExecutionTry(models.Model):
 
     class Meta:
         verbose_name = "task execution try"
+        verbose_name_plural = "task execution tries"
         constraints = [
             models.UniqueConstraint(fields=["execution", "number"], name="i3_try_unique_number"),
         ]
