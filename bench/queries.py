@@ -12,61 +12,24 @@ per ``.delay()``, 8 queries per push execution.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import count, main  # noqa: E402
+
 BASELINE_DELAY = "2 + a blocking publish"
 BASELINE_PUSH = 8
 N = 200
 
 
-def is_control(sql: str) -> bool:
-    return sql.split(None, 1)[0].upper() in ("BEGIN", "SAVEPOINT", "RELEASE", "COMMIT")
+def measure(db: str) -> None:
+    from django.db import connection
+    from django.test import Client as client_cls  # noqa: N813
+    from django.test.utils import CaptureQueriesContext as capture  # noqa: N813
 
-
-def count(captured) -> tuple[int, int]:
-    statements = [q["sql"] for q in captured.captured_queries]
-    return len(statements), sum(not is_control(s) for s in statements)
-
-
-def run(db: str) -> None:
-    os.environ["I3TASKS_TEST_DB"] = db
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    sys.path.insert(0, str(ROOT))
-    from django_i3tasks.testing.emulator import PubSubEmulator
-
-    emulator = PubSubEmulator().start()
-    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.endpoint
-    try:
-        import django
-
-        django.setup()
-        from django.db import connection
-        from django.test import Client
-        from django.test.utils import (
-            CaptureQueriesContext,
-            setup_databases,
-            setup_test_environment,
-            teardown_databases,
-        )
-
-        setup_test_environment()
-        old = setup_databases(verbosity=0, interactive=False)
-        try:
-            measure(db, connection, Client, CaptureQueriesContext)
-        finally:
-            teardown_databases(old, verbosity=0)
-    finally:
-        emulator.stop()
-
-
-def measure(db, connection, client_cls, capture) -> None:
     from django_i3tasks import transport
     from django_i3tasks.dispatch import message_for
     from django_i3tasks.models import TaskExecution
@@ -122,16 +85,5 @@ def measure(db, connection, client_cls, capture) -> None:
           f"{statistics.median(blocking_times) * 1000:.2f} ms")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
-    args = parser.parse_args()
-    if args.db == "both":
-        for db in ("sqlite", "postgres"):
-            subprocess.run([sys.executable, __file__, "--db", db], check=True)
-        return
-    run(args.db)
-
-
 if __name__ == "__main__":
-    main()
+    main(__file__, __doc__.splitlines()[0], measure)
