@@ -97,8 +97,7 @@ def enqueue_and_report(workdir: Path) -> int:
     chain = tasks.add.delay(1, 1)
     chain.then(tasks.add, 10, 10).then(tasks.greet, "chain")
     group = TaskGroup.create(callback=tasks.summarize.build_chain("the dice"), total_count=3)
-    for _ in range(3):
-        tasks.roll.delay(__i3group__=group)
+    tasks.roll.starmap([()] * 3, group=group)  # bulk fan-out: three roll() members
     transport.flush()
 
     deadline = time.monotonic() + 90
