@@ -70,6 +70,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         ("max_push_body_bytes", 1024, 64 * 1024 * 1024, True),
         ("max_payload_bytes", 1, 10 * 1024 * 1024, True),
         ("recovery_after_seconds", 60, 7 * 86400, True),
+        ("beat_catch_up_seconds", 60, 31 * 86400, True),
         ("retention_days", 1, 3650, True),
     ):
         value = getattr(conf, name)

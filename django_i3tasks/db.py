@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
 
@@ -60,3 +60,57 @@ def _converters(model: Any, names: list[str], connection: Any) -> Any:
         return tuple(values)
 
     return convert
+
+
+def insert_new(
+    model: Any, rows: list[dict[str, Any]], unique: list[str], returning: list[str]
+) -> list[tuple]:
+    """Insert the rows that do not exist yet; return ``returning`` of those this call wrote.
+
+    ``INSERT ... ON CONFLICT (unique) DO NOTHING RETURNING``: when two transactions insert the
+    same row at once, the second waits for the first and then skips it, so exactly one caller
+    learns that it wrote the row. Other databases insert row by row in savepoints.
+    """
+    if not rows:
+        return []
+    connection = connections[router.db_for_write(model)]
+    convert = _converters(model, returning, connection)
+    fields = [model._meta.get_field(name) for name in rows[0]]
+    if connection.vendor not in ("postgresql", "sqlite"):
+        written = []
+        for row in rows:
+            try:
+                with transaction.atomic(using=connection.alias):
+                    obj = model._default_manager.using(connection.alias).create(**row)
+            except IntegrityError:
+                continue
+            written.append(tuple(getattr(obj, model._meta.get_field(n).attname)
+                                 for n in returning))
+        return written
+    quote = connection.ops.quote_name
+    head = (
+        f"INSERT INTO {quote(model._meta.db_table)} "
+        f"({', '.join(quote(f.column) for f in fields)}) VALUES "
+    )
+    tail = (
+        f" ON CONFLICT ({', '.join(quote(model._meta.get_field(n).column) for n in unique)})"
+        " DO NOTHING RETURNING "
+        + ", ".join(quote(model._meta.get_field(n).column) for n in returning)
+    )
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    written = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start:start + _INSERT_CHUNK]
+            params = [
+                field.get_db_prep_save(row[field.name], connection)
+                for row in chunk
+                for field in fields
+            ]
+            cursor.execute(head + ", ".join([placeholders] * len(chunk)) + tail, params)
+            written.extend(convert(row) for row in cursor.fetchall())
+    return written
+
+
+#: Rows per statement of ``insert_new`` (SQLite allows 32,766 parameters per statement).
+_INSERT_CHUNK = 1000

@@ -131,45 +131,64 @@ def enqueue_many(
     *,
     group: TaskGroup | None = None,
     queue_name: str | None = None,
-    batch_size: int = 500,
 ) -> list[ChainHandle]:
     """Enqueue many calls of one task at once: bulk INSERTs, one batched publish.
 
     Every call is validated before anything is written, so a bad argument in call 700 writes
-    nothing. Costs two INSERTs per ``batch_size`` calls instead of two per call.
+    nothing. Costs two INSERTs per ``BULK_BATCH`` calls instead of two per call.
     """
     from .chains import ChainHandle
 
     if group is not None and not isinstance(group, TaskGroup):
         raise TypeError(f"group must be a TaskGroup, got {type(group).__name__}")
-    calls = [(list(args), dict(kwargs)) for args, kwargs in calls]
-    for index, (args, kwargs) in enumerate(calls):
+    executions = enqueue_calls(
+        [(task, args, kwargs) for args, kwargs in calls], group=group, queue_name=queue_name
+    )
+    return [ChainHandle(execution) for execution in executions]
+
+
+#: Rows per INSERT statement of the bulk paths.
+BULK_BATCH = 500
+
+
+def enqueue_calls(
+    calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]],
+    *,
+    group: TaskGroup | None = None,
+    queue_name: str | None = None,
+) -> list[TaskExecution]:
+    """Write and publish calls of any tasks in bulk (fan-out, beat schedules)."""
+    calls = [(task, list(args), dict(kwargs)) for task, args, kwargs in calls]
+    for index, (task, args, kwargs) in enumerate(calls):
         try:
             validate_arguments(task.name, args, kwargs)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"call {index}: {exc}") from None
-    queue = get_queue(queue_name or task.effective_queue_name)
-    max_retries = task.effective_max_retries
+    queues = {
+        task.name: get_queue(queue_name or task.effective_queue_name).queue_name
+        for task, _, _ in calls
+    }
     with transaction.atomic(savepoint=False):
         executions = TaskExecution.objects.bulk_create(
             [
                 TaskExecution(
-                    task_name=task.name, queue_name=queue.queue_name, args=args, kwargs=kwargs,
-                    status=ExecutionStatus.PENDING, max_retries=max_retries, group=group,
+                    task_name=task.name, queue_name=queues[task.name], args=args,
+                    kwargs=kwargs, status=ExecutionStatus.PENDING,
+                    max_retries=task.effective_max_retries, group=group,
                 )
-                for args, kwargs in calls
+                for task, args, kwargs in calls
             ],
-            batch_size=batch_size,
+            batch_size=BULK_BATCH,
         )
         tries = TaskExecutionTry.objects.bulk_create(
             [TaskExecutionTry(execution=execution, number=1) for execution in executions],
-            batch_size=batch_size,
+            batch_size=BULK_BATCH,
         )
         send([message_for(e, t) for e, t in zip(executions, tries, strict=True)])
     if get_settings().force_sync:
         for execution in executions:
             execution.refresh_from_db(fields=["status", "finished_at"])
-    return [ChainHandle(execution) for execution in executions]
+    return executions
 
 
 #: Columns a message needs, read back by the UPDATE that releases an execution.

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .conf import get_settings
-from .models import ExecutionStatus, TaskExecution, TaskExecutionTry, TryStatus
+from .models import ExecutionStatus, ScheduleSlot, TaskExecution, TaskExecutionTry, TryStatus
 
 #: Terminal statuses: only these are removed by ``clean``.
 FINISHED = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.SKIPPED)
@@ -59,6 +59,10 @@ def clean(older_than_days: int | None = None, *, dry_run: bool = False) -> int:
     )
     if dry_run:
         return old.count()
+    # Beat slots only matter while they are within the catch-up window; keep them longer.
+    slot_cutoff = min(cutoff, timezone.now() - timedelta(
+        seconds=get_settings().beat_catch_up_seconds, days=1))
+    ScheduleSlot.objects.filter(slot__lt=slot_cutoff).delete()
     deleted = 0
     while True:  # in batches, so a large backlog does not hold one huge transaction
         batch = list(old.values_list("pk", flat=True)[:1000])

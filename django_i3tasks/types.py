@@ -112,6 +112,9 @@ class I3TasksSettings:
     max_push_body_bytes: int = 10 * 1024 * 1024
     #: Largest JSON payload (args + kwargs) accepted by ``.delay()``.
     max_payload_bytes: int = 8 * 1024 * 1024
+    #: Beat: a schedule's latest slot still runs when it is at most this old (after downtime
+    #: only the latest missed slot runs, once; older ones are given up).
+    beat_catch_up_seconds: int = 3600
     #: Beat: how long a try may stay queued and unstarted before the beat publishes it again.
     recovery_after_seconds: int = 600
     #: Beat authentication: a shared secret expected in the ``X-I3Tasks-Beat-Token`` header.

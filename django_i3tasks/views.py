@@ -127,6 +127,28 @@ def push(request: HttpRequest) -> JsonResponse:
     return outcome_response(outcome)
 
 
+@endpoint("POST")
+def beat(request: HttpRequest) -> JsonResponse:
+    """Cloud Scheduler, every minute: due schedules, delayed tasks, lost-message recovery."""
+    from .auth import authenticate_beat
+    from .beat import parse_schedule_time, run_beat
+
+    denied = authenticate_beat(request)
+    if denied is not None:
+        return denied
+    header = request.headers.get("X-CloudScheduler-ScheduleTime")
+    try:
+        slot_time = parse_schedule_time(header) if header else None
+    except ValueError as exc:
+        return error(400, "invalid_schedule_time", str(exc))
+    with transport.tracked_publishes() as published:
+        report = run_beat(slot_time)
+    if published and not transport.wait(published):
+        logger.error("Beat: publishing %d message(s) failed; the next beat retries them",
+                     len(published))
+    return JsonResponse(report.as_json())
+
+
 @endpoint("GET")
 def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
     """Status of one execution, its tries and its result."""

@@ -104,6 +104,31 @@ def no_publish(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return sent
 
 
+def pull_all(wait: float = 2.0) -> list[Any]:
+    """Pull (and ack) what is on the default queue's subscription, for ``wait`` seconds."""
+    from django_i3tasks.conf import get_settings, pubsub_config
+    from django_i3tasks.messages import TaskMessage
+
+    transport.flush()
+    subscriber = transport.subscriber_client()
+    path = pubsub_config().subscription_path(get_settings().default_queue)
+    found: list[Any] = []
+    deadline = time.monotonic() + wait
+    try:
+        while time.monotonic() < deadline:
+            response = subscriber.pull(subscription=path, max_messages=100, timeout=5)
+            if response.received_messages:
+                subscriber.acknowledge(subscription=path,
+                                       ack_ids=[m.ack_id for m in response.received_messages])
+            for received in response.received_messages:
+                found.append(TaskMessage.decode(received.message.data,
+                                                dict(received.message.attributes)))
+            time.sleep(0.1)
+    finally:
+        subscriber.close()
+    return found
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; fail the test with a clear message on timeout."""
     deadline = time.monotonic() + timeout

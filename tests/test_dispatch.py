@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import transaction
 
-from django_i3tasks import transport
-from django_i3tasks.conf import get_settings, pubsub_config
-from django_i3tasks.messages import TaskMessage
 from django_i3tasks.models import TaskExecution
+from tests.conftest import pull_all
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def pull_all(wait: float = 2.0) -> list[TaskMessage]:
-    """Pull (and ack) what is on the default queue's subscription, for ``wait`` seconds."""
-    transport.flush()
-    subscriber = transport.subscriber_client()
-    path = pubsub_config().subscription_path(get_settings().default_queue)
-    found: list[TaskMessage] = []
-    deadline = time.monotonic() + wait
-    try:
-        while time.monotonic() < deadline:
-            response = subscriber.pull(subscription=path, max_messages=100, timeout=5)
-            if response.received_messages:
-                subscriber.acknowledge(subscription=path,
-                                       ack_ids=[m.ack_id for m in response.received_messages])
-            for received in response.received_messages:
-                found.append(TaskMessage.decode(received.message.data,
-                                                dict(received.message.attributes)))
-            time.sleep(0.1)
-    finally:
-        subscriber.close()
-    return found
 
 
 def test_delay_outside_transaction_publishes(pull_queue):

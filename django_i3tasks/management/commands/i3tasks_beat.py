@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the beat every minute in this process (local development, or a deployment "
+        "without Cloud Scheduler): schedules, delayed tasks, lost-message recovery."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--once", action="store_true", help="one beat, then exit")
+
+    def handle(self, *args: Any, once: bool = False, **options: Any) -> None:
+        stopping = []
+        if not once:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stopping.append(True))
+            self.stdout.write("i3tasks_beat: one beat at the start of every minute (Ctrl-C stops)")
+        while True:
+            minute = timezone.now().replace(second=0, microsecond=0)
+            self._beat(minute)
+            if once:
+                return
+            next_minute = minute.timestamp() + 60
+            while not stopping and time.time() < next_minute:
+                time.sleep(min(0.5, max(0.0, next_minute - time.time())))
+            if stopping:
+                self.stdout.write("i3tasks_beat: stopped")
+                return
+
+    def _beat(self, minute: Any) -> None:
+        from django_i3tasks import transport
+        from django_i3tasks.beat import run_beat
+
+        with transport.tracked_publishes() as published:
+            report = run_beat(minute)
+        transport.wait(published)
+        self.stdout.write(
+            f"{minute.isoformat()} enqueued {len(report.enqueued)}, "
+            f"already done {len(report.skipped)}, delayed released {report.released}, "
+            f"republished {report.republished}"
+        )
+        for entry in report.enqueued:
+            self.stdout.write(f"  {entry['schedule']} @ {entry['slot']} -> {entry['execution']}")

@@ -1,0 +1,262 @@
+"""The beat: schedules fire once per slot, delayed tasks, lost-message recovery."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from django_i3tasks import transport
+from django_i3tasks.beat import latest_slot, parse_schedule_time, run_beat
+from django_i3tasks.execution import run_message
+from django_i3tasks.models import (
+    ExecutionStatus,
+    ScheduleSlot,
+    TaskExecution,
+    TaskExecutionTry,
+    TryStatus,
+)
+from django_i3tasks.types import Schedule
+from tests.conftest import http, pull_all, wait_for
+from tests.testapp import tasks
+from tests.testapp.beat_tasks import tick
+
+UTC = dt_timezone.utc
+MINUTELY = Schedule("tests.testapp.beat_tasks", "tick", "* * * * *", ["minutely"])
+HOURLY = Schedule("tests.testapp.beat_tasks", "tick", "0 * * * *", ["hourly"])
+DAILY = Schedule("tests.testapp.beat_tasks", "tick", "30 3 * * *", ["daily"])
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def this_minute() -> tuple[str, str]:
+    """The current minute as Cloud Scheduler writes it, and as the beat answers it."""
+    minute = timezone.now().astimezone(UTC).replace(second=0, microsecond=0)
+    return minute.strftime("%Y-%m-%dT%H:%M:%SZ"), minute.isoformat()
+
+
+def executions(tag: str) -> int:
+    return TaskExecution.objects.filter(task_name=tick.name, args=[tag]).count()
+
+
+# -- slots -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schedule", "when", "expected"),
+    [
+        (MINUTELY, "2026-11-23T12:00:00", "2026-11-23T12:00:00"),
+        (MINUTELY, "2026-11-23T12:00:59.999", "2026-11-23T12:00:00"),
+        (HOURLY, "2026-11-23T12:59:00", "2026-11-23T12:00:00"),
+        (DAILY, "2026-11-23T03:29:00", "2026-11-22T03:30:00"),
+        (
+            Schedule("m", "f", "0 9 * * *", timezone="Europe/Rome"),
+            "2026-11-23T08:30:00",  # 09:30 in Rome (UTC+1 in November)
+            "2026-11-23T08:00:00",
+        ),
+        (
+            Schedule("m", "f", "0 9 * * *", timezone="Europe/Rome"),
+            "2026-07-01T07:30:00",  # 09:30 in Rome (UTC+2 in July)
+            "2026-07-01T07:00:00",
+        ),
+    ],
+)
+def test_latest_slot(schedule, when, expected):
+    assert latest_slot(schedule, at(when)) == at(expected)
+
+
+def test_schedule_time_header():
+    now = at("2026-11-23T12:00:30")
+    assert parse_schedule_time("2026-11-23T12:00:00Z", now) == at("2026-11-23T12:00:00")
+    assert parse_schedule_time("2026-11-23T12:00:00.52Z", now) == at("2026-11-23T12:00:00.52")
+    assert parse_schedule_time("2026-11-23T13:00:00+01:00", now) == at("2026-11-23T12:00:00")
+    for bad in ("yesterday", "2026-11-23T12:00:00", "", "2026-11-23T13:00:00Z"):
+        with pytest.raises(ValueError, match="ScheduleTime"):
+            parse_schedule_time(bad, now)
+
+
+@pytest.mark.django_db
+def test_each_slot_fires_once_and_catch_up_fires_the_latest_missed_slot_once(
+    i3settings, no_publish
+):
+    i3settings(schedules=(MINUTELY, HOURLY, DAILY))
+    report = run_beat(at("2026-11-23T11:59:00"))
+    # The hourly 11:00 slot is within beat_catch_up_seconds (an hour): it runs late, once.
+    assert sorted(e["schedule"] for e in report.enqueued) == sorted([HOURLY.key, MINUTELY.key])
+    assert run_beat(at("2026-11-23T11:59:40")).enqueued == []  # same minute: nothing new
+    # The scheduler is silent from 12:00 to 12:09; one call at 12:10.
+    report = run_beat(at("2026-11-23T12:10:00"))
+    assert sorted((e["schedule"], e["slot"]) for e in report.enqueued) == sorted([
+        (HOURLY.key, "2026-11-23T12:00:00+00:00"),
+        (MINUTELY.key, "2026-11-23T12:10:00+00:00"),
+    ])
+    assert executions("minutely") == 2 and executions("hourly") == 2
+    assert executions("daily") == 0  # its slot (03:30) is older than beat_catch_up_seconds
+    report = run_beat(at("2026-11-23T12:11:00"))
+    assert [e["schedule"] for e in report.enqueued] == [MINUTELY.key]
+    assert [s["schedule"] for s in report.skipped] == [HOURLY.key]
+    assert executions("hourly") == 2
+    slot = ScheduleSlot.objects.get(schedule_key=HOURLY.key, slot=at("2026-11-23T12:00:00"))
+    assert slot.execution.task_name == tick.name and slot.execution.args == ["hourly"]
+    assert len(no_publish) == 5
+
+
+@pytest.mark.django_db
+def test_force_sync_beat_runs_the_due_tasks_inline(i3settings):
+    i3settings(schedules=(MINUTELY,), force_sync=True)
+    run_beat(at("2026-11-23T12:00:00"))
+    assert tasks.CALLS["tick:minutely"] == 1
+
+
+# -- delayed tasks -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_countdown_task_is_released_by_the_first_beat_after_it_is_due(no_publish):
+    handle = tick.apply_async(args=["later"], countdown=90)
+    start = timezone.now()
+    assert handle.task_execution.status == ExecutionStatus.SCHEDULED and no_publish == []
+    assert TaskExecutionTry.objects.filter(execution_id=handle.id).count() == 0
+    assert run_beat(now=start + timedelta(seconds=30)).released == 0
+    assert no_publish == []
+    assert run_beat(now=start + timedelta(minutes=2)).released == 1
+    assert run_beat(now=start + timedelta(minutes=3)).released == 0
+    (message,) = no_publish
+    assert message.execution_id == handle.id and message.try_number == 1
+    run_message(message)
+    assert tasks.CALLS["tick:later"] == 1
+
+
+@pytest.mark.django_db
+def test_eta_must_be_aware_and_exclusive_with_countdown():
+    with pytest.raises(ValueError, match="aware"):
+        tick.apply_async(args=["x"], eta=datetime(2030, 1, 1))
+    with pytest.raises(TypeError, match="countdown or eta"):
+        tick.apply_async(args=["x"], countdown=1, eta=timezone.now())
+
+
+# -- lost-message recovery -----------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lost_publish_runs_once_after_the_recovery_window(push_queue, monkeypatch, i3settings):
+    real_publish = transport.publish
+
+    def lost(queue, data, attributes):
+        raise ConnectionError("simulated publish failure after commit")
+
+    monkeypatch.setattr(transport, "publish", lost)
+    handle = tick.delay("lost")
+    monkeypatch.setattr(transport, "publish", real_publish)
+    window = 600
+    i3settings(recovery_after_seconds=window)
+    assert run_beat(now=timezone.now() + timedelta(seconds=window - 30)).republished == 0
+    assert run_beat(now=timezone.now() + timedelta(seconds=window + 5)).republished == 1
+    transport.flush()
+    wait_for(lambda: TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.SUCCESS)
+    # A later beat finds nothing to recover; the try ran once.
+    assert run_beat(now=timezone.now() + timedelta(seconds=3 * window)).republished == 0
+    task_try = TaskExecutionTry.objects.get(execution_id=handle.id)
+    assert task_try.claims == 1 and task_try.status == TryStatus.SUCCESS
+    assert task_try.republished_at is not None
+    assert tasks.CALLS["tick:lost"] == 1
+
+
+@pytest.mark.django_db
+def test_republishing_a_try_that_was_not_lost_runs_it_once(no_publish, i3settings):
+    """The original message was only slow: both copies arrive; the claim runs it once."""
+    handle = tick.delay("slow-message")
+    i3settings(recovery_after_seconds=60)
+    assert run_beat(now=timezone.now() + timedelta(seconds=61)).republished == 1
+    original, copy = no_publish
+    assert copy.try_id == original.try_id
+    run_message(copy)
+    run_message(original)
+    assert tasks.CALLS["tick:slow-message"] == 1
+    assert TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.SUCCESS
+
+
+# -- the endpoint --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_20_concurrent_calls_for_one_minute_enqueue_each_schedule_once(
+    pull_queue, live_server, i3settings
+):
+    other = Schedule("tests.testapp.beat_tasks", "tick", "*/5 * * * *", ["five"])
+    i3settings(schedules=(MINUTELY, HOURLY, other))
+    url = f"{live_server.url}/i3/tasks-beat/"
+    headers = {"X-CloudScheduler-ScheduleTime": this_minute()[0]}
+    answers = []
+    barrier = threading.Barrier(20)
+
+    def call():
+        barrier.wait()
+        answers.append(http("POST", url, b"", headers))
+
+    threads = [threading.Thread(target=call) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [code for code, _, _ in answers] == [200] * 20, answers
+    enqueued = [e for _, _, body in answers for e in json.loads(body)["enqueued"]]
+    assert sorted(e["schedule"] for e in enqueued) == sorted([MINUTELY.key, HOURLY.key,
+                                                              other.key])
+    for tag in ("minutely", "hourly", "five"):
+        assert executions(tag) == 1
+    # What reached Pub/Sub: exactly one message per schedule; running them: one effect each.
+    messages = pull_all()
+    assert sorted(m.args[0] for m in messages) == ["five", "hourly", "minutely"]
+    for message in messages:
+        run_message(message)
+    assert [tasks.CALLS[f"tick:{t}"] for t in ("minutely", "hourly", "five")] == [1, 1, 1]
+
+
+@pytest.mark.django_db
+def test_beat_endpoint_answers_json(client, i3settings, no_publish):
+    i3settings(schedules=(MINUTELY,))
+    header, slot = this_minute()
+    response = client.post("/i3/tasks-beat/", HTTP_X_CLOUDSCHEDULER_SCHEDULETIME=header)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["slot_time"] == slot
+    assert [(e["schedule"], e["slot"]) for e in body["enqueued"]] == [(MINUTELY.key, slot)]
+    again = client.post("/i3/tasks-beat/", HTTP_X_CLOUDSCHEDULER_SCHEDULETIME=header).json()
+    assert again["enqueued"] == [] and again["skipped"][0]["reason"] == "already_enqueued"
+    bad = client.post("/i3/tasks-beat/", HTTP_X_CLOUDSCHEDULER_SCHEDULETIME="noon")
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_schedule_time"
+    assert client.get("/i3/tasks-beat/").status_code == 405
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [({}, 401), ({"HTTP_X_I3TASKS_BEAT_TOKEN": "wrong"}, 403)],
+)
+def test_beat_with_a_bad_or_missing_credential_enqueues_nothing(
+    client, i3settings, no_publish, headers, code
+):
+    i3settings(schedules=(MINUTELY,), beat_token="s3cret-beat-token")
+    response = client.post("/i3/tasks-beat/?token=s3cret-beat-token", **headers)
+    assert response.status_code == code and response.json()["status"] == "error"
+    assert ScheduleSlot.objects.count() == 0 and TaskExecution.objects.count() == 0
+    ok = client.post("/i3/tasks-beat/", HTTP_X_I3TASKS_BEAT_TOKEN="s3cret-beat-token")
+    assert ok.status_code == 200 and ScheduleSlot.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_beat_command_once(i3settings, no_publish, capsys):
+    i3settings(schedules=(MINUTELY,))
+    call_command("i3tasks_beat", "--once")
+    out = capsys.readouterr().out
+    assert "enqueued 1" in out and MINUTELY.key in out
+    assert executions("minutely") == 1
+
