@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,6 +53,8 @@ class BeatReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     released: int = 0
     republished: int = 0
+    #: Schedules whose latest slot this process already knows to be done (no query needed).
+    unchanged: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class BeatReport:
             "slot_time": self.slot_time.isoformat(),
             "enqueued": self.enqueued,
             "skipped": self.skipped,
+            "unchanged": self.unchanged,
             "released": self.released,
             "republished": self.republished,
         }
@@ -82,7 +86,7 @@ def _slot_window(cron: str, tz_name: str, minute: datetime) -> tuple[datetime, d
     local = minute.astimezone(zoneinfo.ZoneInfo(tz_name)) + timedelta(seconds=1)
     it = croniter(cron, local)
     previous = it.get_prev(datetime)
-    it = croniter(cron, local)
+    # The slot after the latest one is the next one: nothing lies between them.
     following = it.get_next(datetime)
     return previous.astimezone(UTC), following.astimezone(UTC)
 
@@ -104,6 +108,17 @@ class _SlotCache:
 
 
 _slots = _SlotCache()
+#: Per process: the latest slot of each schedule known to be done (claimed by this process or
+#: found claimed). A steady beat then only goes to the database for new slots. Rows are
+#: never un-claimed, so what is known done stays done.
+_handled: dict[str, datetime] = {}
+
+
+def forget() -> None:
+    """Drop this process's caches (tests that swap databases under a running process)."""
+    global _slots
+    _slots = _SlotCache()
+    _handled.clear()
 
 
 def latest_slot(schedule: Schedule, at: datetime) -> datetime:
@@ -121,21 +136,27 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
     due: dict[tuple[str, datetime], Schedule] = {}
     for schedule in conf.schedules:
         slot = latest_slot(schedule, at)
-        if slot >= oldest:
+        if slot < oldest:
+            continue
+        if _handled.get(schedule.key) == slot:
+            report.unchanged += 1
+        else:
             due[(schedule.key, slot)] = schedule
     if not due:
         return
     now = timezone.now()
+    ordered = sorted(due.items(), key=lambda item: item[0])
+    uuids = {slot_key: uuid.uuid4() for slot_key, _ in ordered}
     rows = [
-        {"schedule_key": key, "slot": slot, "created_at": now} for key, slot in sorted(due)
+        {"schedule_key": key, "slot": slot, "execution_uuid": uuids[(key, slot)],
+         "created_at": now}
+        for (key, slot), _ in ordered
     ]
     with transaction.atomic():
-        claimed = insert_new(
-            ScheduleSlot, rows, ["schedule_key", "slot"], ["id", "schedule_key", "slot"]
-        )
-        won = {(key, slot): pk for pk, key, slot in claimed}
-        calls, slot_ids, entries = [], [], []
-        for (key, slot), schedule in sorted(due.items(), key=lambda item: item[0]):
+        won = set(insert_new(ScheduleSlot, rows, ["schedule_key", "slot"],
+                             ["schedule_key", "slot"]))
+        calls, entries = [], []
+        for (key, slot), schedule in ordered:
             task = registry.get(schedule.task_name)
             entry = {"schedule": key, "slot": slot.isoformat()}
             if (key, slot) not in won:
@@ -144,19 +165,12 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
                 report.skipped.append({**entry, "reason": "unknown_task"})
             else:
                 calls.append((task, schedule.args, schedule.kwargs))
-                slot_ids.append(won[(key, slot)])
-                entries.append(entry)
-        executions = enqueue_calls(calls)
-        ScheduleSlot.objects.bulk_update(
-            [
-                ScheduleSlot(pk=pk, execution_id=execution.pk)
-                for pk, execution in zip(slot_ids, executions, strict=True)
-            ],
-            ["execution"],
-            batch_size=500,
-        )
-    for entry, execution in zip(entries, executions, strict=True):
-        entry["execution"] = str(execution.uuid)
+                entries.append((entry, uuids[(key, slot)]))
+        enqueue_calls(calls, uuids=[execution_uuid for _, execution_uuid in entries])
+        done = {key: slot for key, slot in due}
+        transaction.on_commit(lambda: _handled.update(done))
+    for entry, execution_uuid in entries:
+        entry["execution"] = str(execution_uuid)
         report.enqueued.append(entry)
         logger.info("Beat enqueued %s for slot %s", entry["schedule"], entry["slot"])
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from django.db import transaction
 from django.db.models import Max
@@ -156,8 +157,12 @@ def enqueue_calls(
     *,
     group: TaskGroup | None = None,
     queue_name: str | None = None,
+    uuids: Sequence[UUID] | None = None,
 ) -> list[TaskExecution]:
-    """Write and publish calls of any tasks in bulk (fan-out, beat schedules)."""
+    """Write and publish calls of any tasks in bulk (fan-out, beat schedules).
+
+    ``uuids`` gives the executions' uuids when the caller recorded them beforehand (beat).
+    """
     calls = [(task, list(args), dict(kwargs)) for task, args, kwargs in calls]
     for index, (task, args, kwargs) in enumerate(calls):
         try:
@@ -175,8 +180,9 @@ def enqueue_calls(
                     task_name=task.name, queue_name=queues[task.name], args=args,
                     kwargs=kwargs, status=ExecutionStatus.PENDING,
                     max_retries=task.effective_max_retries, group=group,
+                    **({"uuid": uuids[index]} if uuids is not None else {}),
                 )
-                for task, args, kwargs in calls
+                for index, (task, args, kwargs) in enumerate(calls)
             ],
             batch_size=BULK_BATCH,
         )

@@ -177,9 +177,9 @@ class ScheduleSlot(models.Model):
 
     schedule_key = models.CharField(max_length=255)
     slot = models.DateTimeField()
-    execution = models.ForeignKey(
-        TaskExecution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    #: The execution the slot enqueued. A uuid, not a foreign key: it is chosen before the
+    #: slot is claimed, so claiming and linking are one INSERT.
+    execution_uuid = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -170,8 +170,10 @@ def push_envelope(data: bytes, attributes: dict[str, str] | None = None) -> byte
 
 @pytest.fixture(autouse=True)
 def _reset_calls() -> None:
+    from django_i3tasks import beat
     from tests.testapp.chain_tasks import ORDER
     from tests.testapp.tasks import CALLS
 
+    beat.forget()
     CALLS.clear()
     ORDER.clear()

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from django_i3tasks import transport
+from django_i3tasks import beat, transport
 from django_i3tasks.beat import latest_slot, parse_schedule_time, run_beat
 from django_i3tasks.execution import run_message
 from django_i3tasks.models import (
@@ -72,6 +72,15 @@ def test_latest_slot(schedule, when, expected):
     assert latest_slot(schedule, at(when)) == at(expected)
 
 
+def test_slot_window_is_latest_and_next_slot():
+    from django_i3tasks.beat import _slot_window
+
+    assert _slot_window("0 * * * *", "UTC", at("2026-11-23T12:30:00")) == (
+        at("2026-11-23T12:00:00"), at("2026-11-23T13:00:00"))
+    assert _slot_window("* * * * *", "UTC", at("2026-11-23T12:00:00")) == (
+        at("2026-11-23T12:00:00"), at("2026-11-23T12:01:00"))
+
+
 def test_schedule_time_header():
     now = at("2026-11-23T12:00:30")
     assert parse_schedule_time("2026-11-23T12:00:00Z", now) == at("2026-11-23T12:00:00")
@@ -82,7 +91,7 @@ def test_schedule_time_header():
             parse_schedule_time(bad, now)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the process cache is filled after commit
 def test_each_slot_fires_once_and_catch_up_fires_the_latest_missed_slot_once(
     i3settings, no_publish
 ):
@@ -101,10 +110,16 @@ def test_each_slot_fires_once_and_catch_up_fires_the_latest_missed_slot_once(
     assert executions("daily") == 0  # its slot (03:30) is older than beat_catch_up_seconds
     report = run_beat(at("2026-11-23T12:11:00"))
     assert [e["schedule"] for e in report.enqueued] == [MINUTELY.key]
-    assert [s["schedule"] for s in report.skipped] == [HOURLY.key]
-    assert executions("hourly") == 2
+    assert report.unchanged == 1  # this process knows the hourly slot is done
+    beat.forget()  # another instance, which knows nothing: the slot rows refuse both
+    report = run_beat(at("2026-11-23T12:11:30"))
+    assert report.enqueued == []
+    assert sorted(s["schedule"] for s in report.skipped) == sorted([HOURLY.key, MINUTELY.key])
+    assert {s["reason"] for s in report.skipped} == {"already_enqueued"}
+    assert executions("hourly") == 2 and executions("minutely") == 3
     slot = ScheduleSlot.objects.get(schedule_key=HOURLY.key, slot=at("2026-11-23T12:00:00"))
-    assert slot.execution.task_name == tick.name and slot.execution.args == ["hourly"]
+    execution = TaskExecution.objects.get(uuid=slot.execution_uuid)
+    assert execution.task_name == tick.name and execution.args == ["hourly"]
     assert len(no_publish) == 5
 
 
@@ -220,7 +235,7 @@ def test_20_concurrent_calls_for_one_minute_enqueue_each_schedule_once(
     assert [tasks.CALLS[f"tick:{t}"] for t in ("minutely", "hourly", "five")] == [1, 1, 1]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_beat_endpoint_answers_json(client, i3settings, no_publish):
     i3settings(schedules=(MINUTELY,))
     header, slot = this_minute()
@@ -229,6 +244,9 @@ def test_beat_endpoint_answers_json(client, i3settings, no_publish):
     body = response.json()
     assert body["status"] == "ok" and body["slot_time"] == slot
     assert [(e["schedule"], e["slot"]) for e in body["enqueued"]] == [(MINUTELY.key, slot)]
+    again = client.post("/i3/tasks-beat/", HTTP_X_CLOUDSCHEDULER_SCHEDULETIME=header).json()
+    assert again["enqueued"] == [] and again["unchanged"] == 1
+    beat.forget()
     again = client.post("/i3/tasks-beat/", HTTP_X_CLOUDSCHEDULER_SCHEDULETIME=header).json()
     assert again["enqueued"] == [] and again["skipped"][0]["reason"] == "already_enqueued"
     bad = client.post("/i3/tasks-beat/", HTTP_X_CLOUDSCHEDULER_SCHEDULETIME="noon")

@@ -1,0 +1,115 @@
+"""One beat call (``POST tasks-beat/``) with 10,000 schedules configured: time and SQL.
+
+Run: ``.venv/bin/python bench/beat.py`` (both databases) or ``--db sqlite|postgres``.
+It starts its own Pub/Sub emulator; enqueued tasks are really published (and awaited).
+
+Scenarios, each on a fresh slot history, timed for consecutive minutes:
+- *mixed*: 10,000 schedules over 45 cron expressions (hourly, daily, every 5 minutes), as
+  a multi-tenant project has them.
+- *distinct*: 10,000 different expressions (``m h * * *``): croniter parses each.
+- *all due*: 10,000 ``* * * * *`` schedules: every call enqueues 10,000 tasks.
+The first call on an empty history is *cold*: it computes every slot, and enqueues every
+schedule whose latest slot lies within ``beat_catch_up_seconds`` (a first deploy). Later
+calls are *warm* (slots and done slots are cached per process). *New process* is a restart
+on an existing history: caches empty, the slot rows answer.
+
+Target (issue 4): under 0.5 s per call on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import count, main  # noqa: E402
+
+SCHEDULES = 10_000
+WARM_CALLS = 5
+TARGET = 0.5
+
+
+def crons(kind: str) -> list[str]:
+    if kind == "mixed":
+        pool = [f"{m} * * * *" for m in range(0, 60, 3)]          # hourly, 20 minutes
+        pool += [f"{m} {h} * * *" for m, h in zip(range(0, 60, 3), range(20), strict=True)]
+        pool += [f"{k}-59/5 * * * *" for k in range(5)]             # every 5 minutes
+        return [pool[i % len(pool)] for i in range(SCHEDULES)]
+    if kind == "distinct":
+        return [f"{i % 60} {(i // 60) % 24} {1 + (i // 1440) % 28} * *" for i in range(SCHEDULES)]
+    return ["* * * * *"] * SCHEDULES
+
+
+def measure(db: str) -> None:
+    from django.conf import settings
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from django_i3tasks import beat, transport
+    from django_i3tasks.models import ScheduleSlot, TaskExecution
+    from django_i3tasks.provisioning import ensure_pubsub
+    from django_i3tasks.types import Schedule
+
+    ensure_pubsub()
+    client = Client()
+    base = settings.I3TASKS
+    start = datetime.now(dt_timezone.utc).replace(second=0, microsecond=0) - timedelta(
+        minutes=WARM_CALLS + 2
+    )
+    print(f"\n## {db} ({connection.vendor}), {SCHEDULES:,} schedules, target < {TARGET} s")
+    for kind in ("mixed", "distinct", "all due"):
+        schedules = tuple(
+            Schedule("tests.testapp.beat_tasks", "tick", cron, [i], name=f"{kind}-{i}")
+            for i, cron in enumerate(crons(kind))
+        )
+        settings.I3TASKS = dataclasses.replace(base, schedules=schedules)
+        beat.forget()
+        ScheduleSlot.objects.all().delete()
+        TaskExecution.objects.all().delete()
+        rows = []
+        for minute in range(WARM_CALLS + 1):
+            header = (start + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            with CaptureQueriesContext(connection) as captured:
+                began = time.perf_counter()
+                response = client.post("/i3/tasks-beat/",
+                                       HTTP_X_CLOUDSCHEDULER_SCHEDULETIME=header)
+                elapsed = time.perf_counter() - began
+            assert response.status_code == 200, response.content
+            body = response.json()
+            rows.append((elapsed, len(body["enqueued"]), len(body["skipped"]),
+                         body["unchanged"], count(captured)))
+        # A new process (deploy, new instance) on the same history: cold caches, known slots.
+        beat.forget()
+        header = (start + timedelta(minutes=WARM_CALLS + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with CaptureQueriesContext(connection) as captured:
+            began = time.perf_counter()
+            response = client.post("/i3/tasks-beat/", HTTP_X_CLOUDSCHEDULER_SCHEDULETIME=header)
+            restart = time.perf_counter() - began
+        restarted = response.json()
+        transport.flush()
+        cold, warm = rows[0], rows[1:]
+        warm_times = [r[0] for r in warm]
+        print(f"\n{kind}:")
+        print(f"  cold call: {cold[0] * 1000:7.1f} ms, enqueued {cold[1]:5}, "
+              f"{cold[4][1]} data statements ({cold[4][0]} with transaction control)")
+        print(f"  warm calls: median {statistics.median(warm_times) * 1000:7.1f} ms, "
+              f"max {max(warm_times) * 1000:7.1f} ms; enqueued per call "
+              f"{min(r[1] for r in warm)}-{max(r[1] for r in warm)}; data statements "
+              f"{min(r[4][1] for r in warm)}-{max(r[4][1] for r in warm)}")
+        print(f"  new process, existing history: {restart * 1000:7.1f} ms, enqueued "
+              f"{len(restarted['enqueued'])}, already done {len(restarted['skipped'])}, "
+              f"{count(captured)[1]} data statements")
+        verdict = "meets" if statistics.median(warm_times) < TARGET else "misses"
+        print(f"  warm median {verdict} the {TARGET} s target; cold call "
+              f"{'meets' if cold[0] < TARGET else 'misses'} it")
+    settings.I3TASKS = base
+
+
+if __name__ == "__main__":
+    main(__file__, __doc__.splitlines()[0], measure)
