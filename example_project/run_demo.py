@@ -6,6 +6,7 @@ server) is stopped when it ends, also on Ctrl-C.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -68,7 +69,7 @@ def main() -> int:
             env=env, stdout=server_log, stderr=subprocess.STDOUT,
         )
         wait_http(f"http://127.0.0.1:{port}/i3/tasks-push/")
-        return enqueue_and_report(workdir)
+        return enqueue_and_report(workdir, port)
     finally:
         print("== stopping the server and the emulator")
         if server is not None:
@@ -80,7 +81,7 @@ def main() -> int:
         emulator.stop()
 
 
-def enqueue_and_report(workdir: Path) -> int:
+def enqueue_and_report(workdir: Path, port: int) -> int:
     import django
 
     django.setup()
@@ -99,6 +100,14 @@ def enqueue_and_report(workdir: Path) -> int:
     group = TaskGroup.create(callback=tasks.summarize.build_chain("the dice"), total_count=3)
     tasks.roll.starmap([()] * 3, group=group)  # bulk fan-out: three roll() members
     transport.flush()
+    # What Cloud Scheduler does every minute: the heartbeat schedule's slot is enqueued once.
+    beat_url = f"http://127.0.0.1:{port}/i3/tasks-beat/"
+    for _ in range(2):
+        request = urllib.request.Request(beat_url, data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.load(response)
+        print(f"== POST tasks-beat/: enqueued {[e['schedule'] for e in answer['enqueued']]}, "
+              f"unchanged {answer['unchanged']}")
 
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
