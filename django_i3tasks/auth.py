@@ -1,15 +1,57 @@
 """Endpoint authentication.
 
-Tokens are read from headers only (never the query string) and compared in constant time.
+Credentials are read from headers only (never the query string, which ends up in access logs)
+and shared secrets are compared in constant time.
+
+Push (and optionally beat) requests carry a Google-signed OIDC ID token in
+``Authorization: Bearer``. It is verified here with google-auth's RSA verifier against
+Google's public certificates, which are fetched over HTTPS and cached in-process. The claims
+are checked by this module so that every refusal says precisely why, without echoing the token.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import http.client
+import json
+import logging
+import math
+import re
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.http import HttpRequest, JsonResponse
 from django.utils.crypto import constant_time_compare
+from google.auth.crypt import RSAVerifier
+
+logger = logging.getLogger(__name__)
 
 TOKEN_HEADER = "HTTP_X_I3TASKS_TOKEN"
 BEAT_TOKEN_HEADER = "HTTP_X_I3TASKS_BEAT_TOKEN"
+AUTHORIZATION_HEADER = "HTTP_AUTHORIZATION"
+
+#: Issuers Google uses for the ID tokens of service accounts (Pub/Sub, Cloud Scheduler).
+GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+#: Tolerated clock difference between Google and this host when checking iat/exp.
+CLOCK_SKEW_SECONDS = 30
+#: Longer bearer values are refused unparsed (Google ID tokens are about 1 KB).
+MAX_TOKEN_CHARS = 8 * 1024
+
+_CERTS_TTL_DEFAULT = 3600.0
+_CERTS_TTL_BOUNDS = (60.0, 86400.0)
+#: An unknown key id refetches the certificates (key rotation), at most this often.
+_CERTS_REFETCH_SECONDS = 60.0
+_CERTS_TIMEOUT_SECONDS = 5.0
+_CERTS_RETRY_AFTER_FAILURE_SECONDS = 5.0
+_CERTS_MAX_BYTES = 1024 * 1024
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*(\d+)", re.IGNORECASE)
 
 
 def _denied(status: int, code: str, detail: str) -> JsonResponse:
@@ -18,13 +60,19 @@ def _denied(status: int, code: str, detail: str) -> JsonResponse:
     return error(status, code, detail)
 
 
+def _unauthenticated(detail: str) -> JsonResponse:
+    response = _denied(401, "unauthenticated", detail)
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 def check_header_token(
     request: HttpRequest, expected: str | None, header: str = TOKEN_HEADER
 ) -> JsonResponse | None:
     """None when ``expected`` is unset or the header matches it; else a 401/403 answer."""
     if not expected:
         return None
-    name = header.removeprefix("HTTP_").replace("_", "-").title()
+    name = _header_name(header)
     given = request.META.get(header)
     if not given:
         return _denied(401, "unauthenticated", f"missing {name} header")
@@ -33,22 +81,298 @@ def check_header_token(
     return None
 
 
+def _header_name(meta_key: str) -> str:
+    return meta_key.removeprefix("HTTP_").replace("_", "-").title()
+
+
 def check_token(request: HttpRequest, expected: str | None) -> JsonResponse | None:
     """Status and health endpoints: the ``X-I3Tasks-Token`` header."""
     return check_header_token(request, expected, TOKEN_HEADER)
 
 
-def authenticate_push(request: HttpRequest) -> JsonResponse | None:
-    """Push endpoint: None when the caller may push; else a 401/403 answer.
+# --- OIDC ---------------------------------------------------------------------------------
 
-    OIDC verification of Pub/Sub's push token is not implemented yet (issue 6); until then
-    the endpoint relies on message signatures (see ``messages``) and network controls.
+
+class TokenError(Exception):
+    """The bearer token is not acceptable; ``detail`` says why and never contains the token."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class CertificatesUnavailable(Exception):
+    """Google's signing certificates could not be fetched or parsed (a transient failure)."""
+
+
+@dataclass
+class _Certificates:
+    verifiers: dict[str, RSAVerifier]
+    fetched_at: float
+    expires_at: float
+
+
+def _clock() -> float:
+    return time.monotonic()
+
+
+class CertificateCache:
+    """Signing certificates per URL, fetched on first use and again when they expire.
+
+    Pub/Sub sends a token with every push, so fetching per request would add a round trip to
+    Google to each task. One lock serialises fetches: a burst of pushes after expiry makes one
+    request, not one each.
     """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Certificates] = {}
+        self._failures: dict[str, float] = {}
+
+    def verifier(self, url: str, key_id: str) -> RSAVerifier | None:
+        """The verifier of ``key_id``, or None when the URL does not publish that key."""
+        with self._lock:
+            now = _clock()
+            entry = self._entries.get(url)
+            if entry is None or now >= entry.expires_at or (
+                key_id not in entry.verifiers and now - entry.fetched_at >= _CERTS_REFETCH_SECONDS
+            ):
+                entry = self._entries[url] = self._fetch(url, now)
+            return entry.verifiers.get(key_id)
+
+    def _fetch(self, url: str, now: float) -> _Certificates:
+        """Fetch, failing fast for a few seconds after a failure so that waiting requests do
+        not each sit through a timeout while Google is unreachable."""
+        failed_at = self._failures.get(url)
+        if failed_at is not None and now - failed_at < _CERTS_RETRY_AFTER_FAILURE_SECONDS:
+            raise CertificatesUnavailable(f"fetching {url} failed moments ago")
+        try:
+            entry = _fetch_certificates(url)
+        except CertificatesUnavailable:
+            self._failures[url] = now
+            raise
+        self._failures.pop(url, None)
+        return entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._failures.clear()
+
+
+def _fetch_certificates(url: str) -> _Certificates:
+    """GET ``url`` (``{"key id": "PEM certificate", ...}``) and parse every certificate."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise CertificatesUnavailable(f"{url!r} is not an http(s) URL")
+    try:
+        with urllib.request.urlopen(url, timeout=_CERTS_TIMEOUT_SECONDS) as response:
+            body = response.read(_CERTS_MAX_BYTES + 1)
+            cache_control = response.headers.get("Cache-Control", "")
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise CertificatesUnavailable(f"fetching {url} failed ({type(exc).__name__})") from exc
+    if len(body) > _CERTS_MAX_BYTES:
+        raise CertificatesUnavailable(f"{url} answered more than {_CERTS_MAX_BYTES} bytes")
+    try:
+        certs = json.loads(body)
+        if not isinstance(certs, dict) or not certs:
+            raise ValueError("not a non-empty JSON object")
+        verifiers = {str(kid): RSAVerifier.from_string(pem) for kid, pem in certs.items()}
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise CertificatesUnavailable(f"{url} did not answer PEM certificates by key id") from exc
+    now = _clock()
+    return _Certificates(verifiers, fetched_at=now, expires_at=now + _max_age(cache_control))
+
+
+def _max_age(cache_control: str) -> float:
+    """Seconds to keep the certificates: Cache-Control max-age, bounded; else an hour."""
+    match = _MAX_AGE.search(cache_control or "")
+    if match is None:
+        return _CERTS_TTL_DEFAULT
+    low, high = _CERTS_TTL_BOUNDS
+    return min(high, max(low, float(match.group(1))))
+
+
+#: The process-wide certificate cache used by the endpoints.
+certificates = CertificateCache()
+
+
+def _b64_json(segment: str, what: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, RecursionError):
+        raise TokenError(f"token {what} is not base64url JSON") from None
+    if not isinstance(value, dict):
+        raise TokenError(f"token {what} is not a JSON object")
+    return value
+
+
+def _split(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    """Header, claims, signed part and signature of a compact JWS (nothing verified yet)."""
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        raise TokenError("token is not a JWT")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise TokenError("token is not a JWT (expected three dot-separated parts)")
+    header = _b64_json(parts[0], "header")
+    claims = _b64_json(parts[1], "payload")
+    try:
+        signature = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenError("token signature is not base64url") from None
+    return header, claims, f"{parts[0]}.{parts[1]}".encode(), signature
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:117]}..."
+
+
+def verify_oidc_token(
+    token: str, *, audience: str, emails: Collection[str], certs_url: str,
+    cache: CertificateCache | None = None,
+) -> Mapping[str, Any]:
+    """The verified claims of a Google-signed ID token sent by one of ``emails``.
+
+    Raises ``TokenError`` (refuse the request) or ``CertificatesUnavailable`` (try later).
+    The signature is checked before any claim, so claim errors only concern genuine tokens.
+    """
+    header, claims, signed, signature = _split(token)
+    if header.get("alg") != "RS256":
+        raise TokenError(f"token algorithm {_short(header.get('alg'))} is not RS256")
+    key_id = header.get("kid")
+    if not isinstance(key_id, str) or not key_id:
+        raise TokenError("token header has no key id (kid)")
+    verifier = (cache or certificates).verifier(certs_url, key_id)
+    if verifier is None:
+        raise TokenError(f"token key id {_short(key_id)} is not one of Google's signing keys")
+    if not verifier.verify(signed, signature):
+        raise TokenError("token signature does not verify")
+    _check_claims(claims, audience=audience, emails=emails)
+    return claims
+
+
+def _number(claims: Mapping[str, Any], name: str) -> int | float:
+    """A NumericDate claim; compared as is, since a huge int would overflow ``float()``."""
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
+        raise TokenError(f"token has no numeric {name!r} claim")
+    return value
+
+
+def _check_claims(claims: Mapping[str, Any], *, audience: str, emails: Collection[str]) -> None:
+    now = time.time()
+    if _number(claims, "exp") < now - CLOCK_SKEW_SECONDS:
+        raise TokenError("token has expired")
+    if _number(claims, "iat") > now + CLOCK_SKEW_SECONDS:
+        raise TokenError("token is issued in the future")
+    if "nbf" in claims and _number(claims, "nbf") > now + CLOCK_SKEW_SECONDS:
+        raise TokenError("token is not valid yet (nbf)")
+    if claims.get("iss") not in GOOGLE_ISSUERS:
+        raise TokenError(f"token issuer {_short(claims.get('iss'))} is not Google")
+    given = claims.get("aud")
+    audiences = given if isinstance(given, list) else [given]
+    if audience not in audiences:
+        raise TokenError(f"token audience {_short(given)} is not the expected {audience!r}")
+    email = claims.get("email")
+    if not isinstance(email, str) or email not in emails:
+        raise TokenError(f"service account {_short(email)} is not allowed")
+    verified = claims.get("email_verified")
+    if verified is not True and verified != "true":
+        raise TokenError(f"email {email!r} of the token is not verified")
+
+
+def _oidc_emails(emails: Any) -> tuple[str, ...]:
+    """The configured emails; a bare string is refused so it cannot match by substring."""
+    if isinstance(emails, str) or not isinstance(emails, tuple | list) or not all(
+        isinstance(email, str) for email in emails
+    ):
+        raise ImproperlyConfigured(
+            "I3TASKS.oidc_service_account_emails must be a tuple of str; see 'manage.py check'."
+        )
+    return tuple(emails)
+
+
+def _bearer_token(request: HttpRequest) -> str | JsonResponse:
+    """The token of ``Authorization: Bearer <token>``, or a 401 answer."""
+    value = request.META.get(AUTHORIZATION_HEADER, "")
+    if not value:
+        return _unauthenticated("missing Authorization header (an OIDC bearer token)")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return _unauthenticated("Authorization scheme must be Bearer")
+    if not token.strip():
+        return _unauthenticated("Authorization header has an empty bearer token")
+    return token.strip()
+
+
+def _expected_audience(request: HttpRequest, configured: str | None) -> str:
+    """``I3TASKS.oidc_audience``, else this request's absolute URL (Pub/Sub's default
+    audience is the push endpoint URL). Behind a TLS-terminating proxy, the absolute URL is
+    only right with ``SECURE_PROXY_SSL_HEADER``; setting ``oidc_audience`` avoids the guess."""
+    return configured or request.build_absolute_uri()
+
+
+def verify_request_oidc(request: HttpRequest, endpoint: str) -> JsonResponse | None:
+    """None when the request carries a valid token of an allowed service account."""
+    from .conf import get_settings
+
+    conf = get_settings()
+    emails = _oidc_emails(conf.oidc_service_account_emails)
+    token = _bearer_token(request)
+    if isinstance(token, JsonResponse):
+        return token
+    try:
+        audience = _expected_audience(request, conf.oidc_audience)
+        verify_oidc_token(token, audience=audience, emails=emails,
+                          certs_url=conf.oidc_certs_url)
+    except DisallowedHost:
+        return _denied(400, "bad_host", "the Host header is not allowed")
+    except CertificatesUnavailable as exc:
+        logger.error("Cannot verify %s tokens: %s", endpoint, exc)
+        response = _denied(503, "auth_unavailable", "OIDC certificates are unavailable")
+        response["Retry-After"] = "10"
+        return response
+    except TokenError as exc:
+        logger.warning("%s request refused: %s", endpoint.capitalize(), exc.detail)
+        return _denied(403, "forbidden", exc.detail)
     return None
 
 
-def authenticate_beat(request: HttpRequest) -> JsonResponse | None:
-    """Beat endpoint: the shared secret in ``X-I3Tasks-Beat-Token`` when ``beat_token`` is set."""
+def authenticate_push(request: HttpRequest) -> JsonResponse | None:
+    """Push endpoint: None when the caller may push; else a 401/403/503 answer.
+
+    Verification is on when ``oidc_service_account_emails`` is set. Without it the endpoint
+    is open and relies on message signatures (see ``messages``) and network controls; the
+    system check ``django_i3tasks.W001`` says so.
+    """
     from .conf import get_settings
 
-    return check_header_token(request, get_settings().beat_token, BEAT_TOKEN_HEADER)
+    if not get_settings().oidc_service_account_emails:
+        return None
+    return verify_request_oidc(request, "push")
+
+
+def authenticate_beat(request: HttpRequest) -> JsonResponse | None:
+    """Beat endpoint: the ``X-I3Tasks-Beat-Token`` secret or a valid OIDC token (Cloud
+    Scheduler can send either); open when neither ``beat_token`` nor OIDC is configured."""
+    from .conf import get_settings
+
+    conf = get_settings()
+    secret, oidc = conf.beat_token, bool(conf.oidc_service_account_emails)
+    if not secret and not oidc:
+        return None
+    has_token = bool(request.META.get(AUTHORIZATION_HEADER))
+    if secret and request.META.get(BEAT_TOKEN_HEADER):
+        denied = check_header_token(request, secret, BEAT_TOKEN_HEADER)
+        if denied is None or not (oidc and has_token):
+            return denied
+    if oidc and (has_token or not secret):
+        return verify_request_oidc(request, "beat")
+    if not oidc:
+        return check_header_token(request, secret, BEAT_TOKEN_HEADER)
+    return _unauthenticated(
+        f"send the {_header_name(BEAT_TOKEN_HEADER)} header or an OIDC bearer token"
+    )

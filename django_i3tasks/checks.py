@@ -98,6 +98,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                         "Give one of them a distinct name=.", 9))
                 keys.add(schedule.key)
     errors += _check_task_queues(seen)
+    errors += _check_auth(conf)
     return errors
 
 
@@ -186,3 +187,62 @@ def _check_task_queues(queue_names: set[str]) -> list[Error]:
         for task in registry.all()
         if task.queue_name is not None and task.queue_name not in queue_names
     ]
+
+
+def _warning(msg: str, hint: str | None, code: int) -> Warning:
+    return Warning(msg, hint=hint, id=f"django_i3tasks.W{code:03d}")
+
+
+def _check_auth(conf: I3TasksSettings) -> list[Error | Warning]:
+    """Endpoint authentication settings, and a warning when the push endpoint is open."""
+    errors: list[Error | Warning] = []
+    emails = conf.oidc_service_account_emails
+    if isinstance(emails, str) or not isinstance(emails, tuple | list) or not all(
+        isinstance(email, str) and "@" in email for email in emails
+    ):
+        errors.append(_error(
+            f"I3TASKS.oidc_service_account_emails = {emails!r} is not a tuple of emails.",
+            "Write a tuple, e.g. ('pubsub-push@my-project.iam.gserviceaccount.com',).", 12))
+        emails = ()
+    audience = conf.oidc_audience
+    if audience is not None and (not isinstance(audience, str) or not audience):
+        errors.append(_error(f"I3TASKS.oidc_audience = {audience!r} must be None or a "
+                             "non-empty string.", None, 12))
+    url = urlparse(conf.oidc_certs_url) if isinstance(conf.oidc_certs_url, str) else None
+    if url is None or url.scheme not in ("http", "https") or not url.netloc:
+        errors.append(_error(f"I3TASKS.oidc_certs_url = {conf.oidc_certs_url!r} is not an "
+                             "http(s) URL.", None, 12))
+    for name in ("beat_token", "status_token"):
+        value = getattr(conf, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            errors.append(_error(f"I3TASKS.{name} must be None or a non-empty string.",
+                                 None, 12))
+    if emails:
+        errors += [
+            _warning(f"Queue {queue.queue_name!r} pushes with service account "
+                     f"{queue.oidc_service_account_email!r}, which "
+                     "I3TASKS.oidc_service_account_emails does not accept.",
+                     "Every push to it will be refused with 403; add the email.", 2)
+            for queue in conf.queues
+            if isinstance(queue, PushQueue) and queue.oidc_service_account_email
+            and queue.oidc_service_account_email not in emails
+        ]
+    elif not conf.force_sync and not _uses_emulator():
+        errors.append(_warning(
+            "The push endpoint accepts requests from anyone who can reach it: "
+            "I3TASKS.oidc_service_account_emails is empty. Only messages signed with SECRET_KEY "
+            "run, but a leaked key or a captured message is then enough to run a task.",
+            "Set oidc_service_account_emails to the service account of your push "
+            "subscriptions (PushQueue(oidc_service_account_email=...)); see SECURITY.md.", 1))
+    return errors
+
+
+def _uses_emulator() -> bool:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .conf import pubsub_config
+
+    try:
+        return pubsub_config().emulator_host is not None
+    except ImproperlyConfigured:
+        return False

@@ -103,7 +103,7 @@ class TaskMessage:
             raise _reject("bad_signature", "message signature does not match its data")
         try:
             body = json.loads(data)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise _reject("data_not_json", "message data is not JSON") from None
         return cls.from_dict(body)
 
@@ -185,7 +185,7 @@ def parse_push_body(body: bytes) -> PushEnvelope:
     """Parse a push request body; raises ``InvalidMessage`` (status 400) naming the problem."""
     try:
         envelope = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidMessage("invalid_json", "request body is not JSON") from None
     if not isinstance(envelope, dict):
         raise InvalidMessage("invalid_envelope", "request body must be a JSON object")

@@ -119,9 +119,15 @@ class I3TasksSettings:
     recovery_after_seconds: int = 600
     #: Beat authentication: a shared secret expected in the ``X-I3Tasks-Beat-Token`` header.
     beat_token: str | None = None
-    #: OIDC audience and service-account emails accepted on the push and beat endpoints.
+    #: OIDC verification of the push and beat endpoints, on when the emails are set: the
+    #: ``Authorization: Bearer`` ID token must be signed by Google for one of these service
+    #: accounts. ``oidc_audience`` is the ``aud`` the token must carry; ``None`` means the
+    #: request's own absolute URL (Pub/Sub's default audience is the push endpoint URL).
     oidc_audience: str | None = None
     oidc_service_account_emails: tuple[str, ...] = ()
+    #: Where Google's token-signing certificates are fetched (``{key id: PEM}``, cached per
+    #: its Cache-Control). Change it only to point tests at a local server.
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
     #: Token expected in the ``X-I3Tasks-Token`` header of the status and health endpoints.
     status_token: str | None = None
     #: ``i3tasks_clean`` deletes finished executions older than this.

@@ -88,3 +88,100 @@ def test_manage_py_check_fails_with_the_field_name(settings):
     settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, lease_seconds=-5)
     with pytest.raises(SystemCheckError, match="lease_seconds"):
         call_command("check")
+
+
+# --- endpoint authentication ----------------------------------------------------------------
+
+PRODUCTION_PUBSUB = {"EMULATOR": False, "PROJECT_ID": "my-project", "CREDENTIALS": None}
+PUSH_ACCOUNT = "push@my-project.iam.gserviceaccount.com"
+
+
+@pytest.fixture
+def production(settings, monkeypatch):
+    """Real Pub/Sub (no emulator), so an open push endpoint is worth a warning."""
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    settings.PUBSUB_CONFIG = PRODUCTION_PUBSUB
+    return settings
+
+
+def test_open_push_endpoint_warns_in_production(production):
+    assert ids(check_settings()) == ["django_i3tasks.W001"]
+    assert "oidc_service_account_emails" in messages(check_settings())
+
+
+def test_open_push_endpoint_is_fine_with_oidc(production):
+    production.I3TASKS = dataclasses.replace(
+        django_settings.I3TASKS, oidc_service_account_emails=(PUSH_ACCOUNT,))
+    assert check_settings() == []
+
+
+def test_open_push_endpoint_is_fine_with_force_sync(production):
+    production.I3TASKS = dataclasses.replace(django_settings.I3TASKS, force_sync=True)
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize("config, env", [
+    ({**PRODUCTION_PUBSUB, "EMULATOR": True, "HOST": "localhost:8085"}, None),
+    (PRODUCTION_PUBSUB, "localhost:8085"),
+], ids=["PUBSUB_CONFIG", "PUBSUB_EMULATOR_HOST"])
+def test_open_push_endpoint_is_fine_with_the_emulator(production, monkeypatch, config, env):
+    production.PUBSUB_CONFIG = config
+    if env:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", env)
+    assert check_settings() == []
+
+
+def test_open_push_warning_does_not_fail_manage_py_check(production):
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command("check", stdout=out, stderr=err)  # raises SystemCheckError on errors only
+    assert "django_i3tasks.W001" in out.getvalue() + err.getvalue()
+
+
+@pytest.mark.parametrize("value", [
+    PUSH_ACCOUNT,  # a bare string: would match by substring
+    [PUSH_ACCOUNT, 42],
+    ("not-an-email",),
+    None,
+    {PUSH_ACCOUNT: True},
+])
+def test_oidc_emails_must_be_a_tuple_of_emails(settings, value):
+    settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS,
+                                           oidc_service_account_emails=value)
+    errors = check_settings()
+    assert ids(errors) == ["django_i3tasks.E012"]
+    assert "oidc_service_account_emails" in messages(errors)
+
+
+def test_oidc_emails_as_a_list_are_accepted(settings):
+    settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS,
+                                           oidc_service_account_emails=[PUSH_ACCOUNT])
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"oidc_audience": ""}, "oidc_audience"),
+    ({"oidc_audience": 5}, "oidc_audience"),
+    ({"oidc_certs_url": "file:///etc/certs.json"}, "oidc_certs_url"),
+    ({"oidc_certs_url": None}, "oidc_certs_url"),
+    ({"beat_token": ""}, "beat_token"),
+    ({"status_token": 1234}, "status_token"),
+])
+def test_auth_fields_are_named(settings, change, expected):
+    settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, **change)
+    errors = check_settings()
+    assert ids(errors) == ["django_i3tasks.E012"]
+    assert expected in messages(errors)
+
+
+def test_push_queue_account_not_accepted_warns(settings):
+    queue = dataclasses.replace(django_settings.I3TASKS.default_queue,
+                                oidc_service_account_email="other@p.iam.gserviceaccount.com")
+    settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, default_queue=queue,
+                                           oidc_service_account_emails=(PUSH_ACCOUNT,))
+    assert ids(check_settings()) == ["django_i3tasks.W002"]
+    settings.I3TASKS = dataclasses.replace(settings.I3TASKS,
+                                           oidc_service_account_emails=(
+                                               PUSH_ACCOUNT, "other@p.iam.gserviceaccount.com"))
+    assert check_settings() == []
