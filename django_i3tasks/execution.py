@@ -21,6 +21,7 @@ import json
 import logging
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -101,8 +102,14 @@ def backoff_seconds(try_number: int) -> float:
     return float(min(conf.retry_backoff_max_seconds, delay))
 
 
-def run_message(message: TaskMessage) -> Outcome:
-    """Claim, run and record the try a message names."""
+def run_message(
+    message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None = None
+) -> Outcome:
+    """Claim, run and record the try a message names.
+
+    ``on_claim`` receives the claim token before the task runs: the pull worker keeps it to
+    give the try back (``release_claim``) if it must stop before the task finishes.
+    """
     task = registry.get(message.task_name)
     if task is None:
         return Outcome(
@@ -130,7 +137,19 @@ def run_message(message: TaskMessage) -> Outcome:
     )
     if not claimed:
         return _unclaimed(message, now)
+    if on_claim is not None:
+        on_claim(token)
     return _run_claimed(task, message, token)
+
+
+def release_claim(try_id: int, token: uuid.UUID) -> bool:
+    """Give a claimed, unfinished try back: queued and due, so its redelivered message runs
+    it at once instead of waiting for the lease to expire. True when it was still ours."""
+    return bool(
+        TaskExecutionTry.objects.filter(
+            pk=try_id, claim_token=token, status=TryStatus.RUNNING
+        ).update(status=TryStatus.QUEUED, lease_expires_at=None, not_before=timezone.now())
+    )
 
 
 def _outcome(message: TaskMessage, status: OutcomeStatus, ack: bool, **extra: Any) -> Outcome:

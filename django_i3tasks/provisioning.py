@@ -53,13 +53,14 @@ def desired_subscription(queue: AnyQueue) -> Any:
     )
     if queue.dead_letter_topic:
         subscription.dead_letter_policy = pb.DeadLetterPolicy(
-            dead_letter_topic=_dead_letter_path(queue),
+            dead_letter_topic=dead_letter_path(queue),
             max_delivery_attempts=queue.max_delivery_attempts,
         )
     return subscription
 
 
-def _dead_letter_path(queue: AnyQueue) -> str:
+def dead_letter_path(queue: AnyQueue) -> str:
+    """The full path of the queue's dead-letter topic (a bare name is in this project)."""
     name = queue.dead_letter_topic or ""
     return name if name.startswith("projects/") else (
         f"projects/{pubsub_config().project_id}/topics/{name}"
@@ -113,7 +114,7 @@ def ensure_pubsub(*, dry_run: bool = False, timeout: float = 30.0) -> list[Actio
         for queue in get_settings().queues:
             topics.append(config.topic_path(queue))
             if queue.dead_letter_topic:
-                topics.append(_dead_letter_path(queue))
+                topics.append(dead_letter_path(queue))
         for path in dict.fromkeys(topics):
             try:
                 publisher.get_topic(topic=path, **limits)

@@ -49,7 +49,8 @@ if TEST_DB == "postgres":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": "i3tasks",
+            # A worker subprocess of a test attaches to that test's database by name.
+            "NAME": os.environ.get("I3TASKS_TEST_DB_NAME", "i3tasks"),
             "USER": "postgres",
             "HOST": os.environ.get("I3TASKS_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("I3TASKS_PG_PORT", "5432"),
@@ -80,7 +81,8 @@ PUBSUB_CONFIG = {
 }
 
 I3TASKS = I3TasksSettings(
-    namespace="tests.i3",
+    # A worker subprocess of a test serves that test's namespace (its topics).
+    namespace=os.environ.get("I3TASKS_TEST_NAMESPACE", "tests.i3"),
     default_queue=PushQueue("default", "push"),
     other_queues=(PullQueue("heavy", "pull"),),
     default_max_retries=3,

@@ -1,0 +1,520 @@
+"""The pull worker, through the real client library and emulator.
+
+Multi-process behaviour (sharing, signals, leases) runs ``manage.py i3tasks_worker`` as
+subprocesses on the test's database and namespace; the rest drives ``Worker`` in-process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import OperationalError, connection
+
+from django_i3tasks import transport, worker
+from django_i3tasks.conf import get_settings, pubsub_config
+from django_i3tasks.execution import Outcome, OutcomeStatus
+from django_i3tasks.messages import TaskMessage
+from django_i3tasks.models import TaskExecution, TaskExecutionTry
+from django_i3tasks.types import PullQueue
+from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
+from tests.conftest import wait_for
+from tests.testapp.models import Effect
+from tests.testapp.worker_tasks import nap, nap_fails
+
+ROOT = Path(__file__).resolve().parent.parent
+transactional = pytest.mark.django_db(transaction=True)
+
+
+class WorkerProcess:
+    """``manage.py i3tasks_worker`` in a subprocess on this test's database and topics."""
+
+    def __init__(self, *args: str) -> None:
+        db = connection.settings_dict
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "I3TASKS_TEST_NAMESPACE": get_settings().namespace,
+            "PUBSUB_EMULATOR_HOST": pubsub_config().emulator_host or "",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if connection.vendor == "sqlite":
+            env["I3TASKS_SQLITE_PATH"] = db["NAME"]
+        else:
+            env["I3TASKS_TEST_DB_NAME"] = db["NAME"]
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "django", "i3tasks_worker", "--queue", "heavy",
+             "--status-interval", "1", *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_started(self) -> None:
+        wait_for(lambda: any(line.startswith("i3tasks_worker pid=") for line in self.lines)
+                 or self.process.poll() is not None, timeout=30)
+        assert self.process.poll() is None, self.output
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"worker did not exit within {timeout} s:\n{self.output}")
+        self._reader.join(5)
+        return code
+
+    def final_stats(self) -> dict[str, str]:
+        line = next(line for line in reversed(self.lines) if line.startswith("stopped: "))
+        return dict(part.split("=", 1) for part in line.removeprefix("stopped: ").split())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def processes() -> Any:
+    started: list[WorkerProcess] = []
+
+    def start(*args: str) -> WorkerProcess:
+        process = WorkerProcess(*args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def heavy(pubsub: Any, i3settings: Any) -> Any:
+    """Provision the test namespace; ``heavy`` gets a 10 s ack deadline (the minimum)."""
+    from django_i3tasks.provisioning import ensure_pubsub
+
+    def provision(**fields: Any) -> PullQueue:
+        queue = PullQueue("heavy", "pull", ack_deadline_seconds=10, **fields)
+        i3settings(other_queues=(queue,))
+        ensure_pubsub()
+        return queue
+
+    provision()
+    return provision
+
+
+def effects() -> Counter[str]:
+    return Counter(Effect.objects.values_list("key", flat=True))
+
+
+def succeeded() -> int:
+    return TaskExecution.objects.filter(status="success").count()
+
+
+# --- several processes ------------------------------------------------------------------
+
+
+@transactional
+def test_three_workers_share_a_thousand_tasks_and_run_each_once(heavy, processes):
+    workers = [processes("--concurrency", "8") for _ in range(3)]
+    for process in workers:
+        process.wait_started()
+    nap.starmap([(f"k{i}",) for i in range(1000)])
+    transport.flush()
+    wait_for(lambda: succeeded() == 1000, timeout=120, interval=0.5)
+    for process in workers:
+        process.signal()
+    assert [process.wait(30) for process in workers] == [0, 0, 0]
+    counts = effects()
+    assert len(counts) == 1000 and set(counts.values()) == {1}
+    assert TaskExecutionTry.objects.exclude(claims=1).count() == 0
+    shares = Counter(Effect.objects.values_list("pid", flat=True))
+    assert len(shares) == 3, shares
+    assert min(shares.values()) >= 50, shares  # each worker did a real share of the work
+    processed = sum(int(process.final_stats()["processed"]) for process in workers)
+    assert processed == 1000
+
+
+@transactional
+def test_sigterm_lets_running_tasks_finish_and_the_rest_go_to_another_worker(heavy, processes):
+    first = processes("--concurrency", "20", "--grace-period", "15")
+    first.wait_started()
+    nap.starmap([(f"s{i}", 2.0) for i in range(40)])
+    transport.flush()
+    wait_for(lambda: TaskExecutionTry.objects.filter(status="running").count() == 20,
+             timeout=30)
+    began = time.monotonic()
+    first.signal(signal.SIGTERM)
+    assert first.wait(20) == 0, first.output
+    assert time.monotonic() - began < 15
+    stats = first.final_stats()
+    assert stats["processed"] == "20" and stats["in_flight"] == "0", first.output
+    assert succeeded() == 20  # every running task finished before the exit
+    second = processes("--concurrency", "20")
+    wait_for(lambda: succeeded() == 40, timeout=60, interval=0.2)
+    second.signal(signal.SIGINT)
+    assert second.wait(20) == 0
+    counts = effects()
+    assert len(counts) == 40 and set(counts.values()) == {1}
+    assert TaskExecutionTry.objects.exclude(claims=1).count() == 0
+
+
+@transactional
+def test_grace_period_over_gives_the_task_back(heavy, processes):
+    first = processes("--concurrency", "2", "--grace-period", "1")
+    first.wait_started()
+    handle = nap.delay("long", 6.0)
+    transport.flush()
+    wait_for(lambda: TaskExecutionTry.objects.filter(status="running").exists(), timeout=30)
+    began = time.monotonic()
+    first.signal()
+    assert first.wait(15) == 0, first.output
+    assert time.monotonic() - began < 6, "it waited for the task instead of the grace period"
+    assert "giving back 1 running task" in first.output
+    attempt = TaskExecutionTry.objects.get(execution_id=handle.id)
+    assert attempt.status == "queued"  # given back: no need to wait for the lease
+    second = processes("--concurrency", "2")
+    wait_for(lambda: succeeded() == 1, timeout=40, interval=0.2)
+    second.signal()
+    assert second.wait(20) == 0
+    assert effects() == {"long": 1}  # the first run was cut short before its effect
+    assert TaskExecutionTry.objects.get(execution_id=handle.id).claims == 2
+
+
+@transactional
+def test_second_signal_exits_at_once(heavy, processes):
+    first = processes("--concurrency", "2", "--grace-period", "60")
+    first.wait_started()
+    nap.delay("stuck", 30.0)
+    transport.flush()
+    wait_for(lambda: TaskExecutionTry.objects.filter(status="running").exists(), timeout=30)
+    first.signal(signal.SIGTERM)
+    wait_for(lambda: "stopping (SIGTERM)" in first.output, timeout=10)
+    began = time.monotonic()
+    first.signal(signal.SIGINT)
+    assert first.wait(10) == 1
+    assert time.monotonic() - began < 5
+    assert "second SIGINT: exiting now" in first.output
+
+
+@transactional
+def test_task_longer_than_the_ack_deadline_is_not_delivered_again(heavy, processes):
+    first = processes("--concurrency", "2")
+    first.wait_started()
+    handle = nap.delay("slow", 16.0)  # the subscription's ack deadline is 10 s
+    transport.flush()
+    wait_for(lambda: succeeded() == 1, timeout=60, interval=0.5)
+    time.sleep(2)  # a redelivery due to an expired lease would arrive by now
+    first.signal()
+    assert first.wait(20) == 0
+    stats = first.final_stats()
+    assert stats["received"] == "1" and stats["deferred"] == "0", first.output
+    assert TaskExecutionTry.objects.get(execution_id=handle.id).claims == 1
+    assert effects() == {"slow": 1}
+
+
+# --- in-process -------------------------------------------------------------------------
+
+
+class Running:
+    """A ``Worker`` run in a thread of this process."""
+
+    def __init__(self, **options: Any) -> None:
+        self.worker = Worker(WorkerOptions(queue_name="heavy", status_interval=0.5,
+                                           **options), out=_Lines())
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.code = self.worker.run()
+
+    def stop(self, timeout: float = 30) -> int | None:
+        self.worker.stop("test")
+        self.thread.join(timeout)
+        assert not self.thread.is_alive()
+        return self.code
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.lines.extend(text.splitlines())
+
+    def flush(self) -> None:
+        pass
+
+
+def _publish(data: bytes, **attributes: str) -> None:
+    queue = get_settings().other_queues[0]
+    transport.publisher_client().publish(
+        pubsub_config().topic_path(queue), data, **attributes).result(timeout=30)
+
+
+def _pull(path: str, wait: float) -> list[Any]:
+    subscriber = transport.subscriber_client()
+    found: list[Any] = []
+    deadline = time.monotonic() + wait
+    try:
+        while time.monotonic() < deadline:
+            response = subscriber.pull(subscription=path, max_messages=50, timeout=5)
+            found += [m.message for m in response.received_messages]
+            if response.received_messages:
+                subscriber.acknowledge(subscription=path, ack_ids=[
+                    m.ack_id for m in response.received_messages])
+            time.sleep(0.2)
+    finally:
+        subscriber.close()
+    return found
+
+
+def _poison_messages() -> list[tuple[bytes, dict[str, str]]]:
+    """Undecodable, unsigned, signed for an unknown task, signed for another queue."""
+    import uuid
+
+    def signed(task_name: str, queue_name: str) -> tuple[bytes, dict[str, str]]:
+        return TaskMessage(execution_id=1, execution_uuid=uuid.uuid4(), try_id=1, try_number=1,
+                           task_name=task_name, queue_name=queue_name).encode()
+
+    return [
+        (b"\xff not json", {}),
+        (b'{"task": "os.system"}', {}),
+        signed("tests.testapp.side_effect.not_a_task", "heavy"),
+        signed(nap.name, "default"),
+    ]
+
+
+@transactional
+@pytest.mark.parametrize("dead_letter", [False, True], ids=["acked", "dead-lettered"])
+def test_poison_messages_are_handled_once(heavy, dead_letter):
+    from google.pubsub_v1 import types as pb
+
+    from django_i3tasks.provisioning import dead_letter_path
+
+    queue = heavy(dead_letter_topic=f"{get_settings().namespace}-dead") if dead_letter \
+        else get_settings().other_queues[0]
+    dead_path = None
+    if dead_letter:
+        dead_path = f"{dead_letter_path(queue).replace('/topics/', '/subscriptions/')}-sub"
+        subscriber = transport.subscriber_client()
+        subscriber.create_subscription(request=pb.Subscription(
+            name=dead_path, topic=dead_letter_path(queue), ack_deadline_seconds=10))
+        subscriber.close()
+    poisons = _poison_messages()
+    running = Running(concurrency=2)
+    for data, attributes in poisons:
+        _publish(data, **attributes)
+    wait_for(lambda: running.worker.stats.counts["poison"] == len(poisons), timeout=30)
+    if not dead_letter:
+        time.sleep(12)  # past the ack deadline: nothing comes back
+    assert running.stop() == 0
+    counts = running.worker.stats.counts
+    assert counts["poison"] == counts["received"] == len(poisons), counts
+    assert _pull(pubsub_config().subscription_path(queue), wait=1) == []
+    assert TaskExecution.objects.count() == 0
+    assert "tests.testapp.side_effect" not in sys.modules
+    if dead_letter:
+        forwarded = _pull(dead_path, wait=3)
+        assert sorted(m.data for m in forwarded) == sorted(d for d, _ in poisons)
+        assert all(m.attributes["i3tasks_poison"] for m in forwarded)
+
+
+@transactional
+def test_max_tasks_recycles_and_leaves_the_rest_queued(heavy):
+    nap.starmap([(f"m{i}",) for i in range(30)])
+    transport.flush()
+    first = Running(concurrency=2, max_tasks=10)
+    first.thread.join(60)
+    assert first.code == 0 and first.worker.stop_reason.startswith("max-tasks")
+    assert 9 <= first.worker.max_tasks <= 10
+    done = succeeded()
+    assert first.worker.max_tasks <= done <= first.worker.max_tasks + 2
+    second = Running(concurrency=4)
+    wait_for(lambda: succeeded() == 30, timeout=60)
+    assert second.stop() == 0
+    assert set(effects().values()) == {1} and len(effects()) == 30
+
+
+@transactional
+def test_max_lifetime_stops_the_worker(heavy):
+    began = time.monotonic()
+    running = Running(concurrency=1, max_lifetime=1.0)
+    running.thread.join(30)
+    assert running.code == 0 and running.worker.stop_reason.startswith("max-lifetime")
+    assert 0.9 <= running.worker.max_lifetime <= 1.0
+    assert time.monotonic() - began < 20
+
+
+@transactional
+def test_failures_retry_through_the_worker(heavy, i3settings):
+    handle = nap_fails.delay("f")
+    transport.flush()
+    running = Running(concurrency=2)
+    wait_for(lambda: TaskExecution.objects.get(pk=handle.id).status == "failed", timeout=60)
+    assert running.stop() == 0
+    assert effects() == {"f": 2}  # max_retries=1: two runs, then failed for good
+    counts = running.worker.stats.counts
+    assert counts["retry_scheduled"] == 1 and counts["failed"] == 1
+
+
+@transactional
+def test_database_connections_are_not_leaked(heavy):
+    if connection.vendor != "postgresql":
+        pytest.skip("counts server-side connections")
+
+    def backends() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database()")
+            return cursor.fetchone()[0]
+
+    before = backends()
+    nap.starmap([(f"c{i}", 0.01) for i in range(100)])
+    transport.flush()
+    running = Running(concurrency=8)
+    peak = 0
+
+    def busy() -> bool:
+        nonlocal peak
+        peak = max(peak, backends())
+        return succeeded() == 100
+
+    wait_for(busy, timeout=60)
+    assert running.stop() == 0
+    assert peak <= before + 8
+    wait_for(lambda: backends() <= before, timeout=10)
+
+
+# --- startup errors ---------------------------------------------------------------------
+
+
+def test_unknown_queue_is_a_command_error(settings):
+    with pytest.raises(CommandError, match="no queue named 'nope'.*'default', 'heavy'"):
+        call_command("i3tasks_worker", queue="nope")
+
+
+def test_push_queue_is_a_command_error(settings):
+    with pytest.raises(CommandError, match="'default' is a push queue"):
+        call_command("i3tasks_worker", queue="default")
+
+
+def test_missing_subscription_is_a_command_error(pubsub):
+    with pytest.raises(CommandError, match="does not exist: run 'manage.py i3tasks_ensure"):
+        call_command("i3tasks_worker", queue="heavy")
+
+
+def test_unreachable_emulator_is_a_command_error(monkeypatch):
+    from django_i3tasks.testing.emulator import free_port
+
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    began = time.monotonic()
+    with pytest.raises(WorkerError, match="cannot reach 127.0.0.1"):
+        Worker(WorkerOptions("heavy")).check_subscription(timeout=2)
+    assert time.monotonic() - began < 15
+
+
+# --- units ------------------------------------------------------------------------------
+
+
+class FakeMessage:
+    """Records what the worker asks of a received message (unit tests only)."""
+
+    def __init__(self, data: bytes = b"", attributes: dict[str, str] | None = None) -> None:
+        self.data, self.attributes = data, attributes or {}
+        self.message_id, self.ack_id = "m1", "a1"
+        self.calls: list[tuple[str, Any]] = []
+
+    def ack(self) -> None:
+        self.calls.append(("ack", None))
+
+    def nack(self) -> None:
+        self.calls.append(("nack", None))
+
+    def modify_ack_deadline(self, seconds: int) -> None:
+        self.calls.append(("modify_ack_deadline", seconds))
+
+    def drop(self) -> None:
+        self.calls.append(("drop", None))
+
+
+def _unit_worker() -> Worker:
+    return Worker(WorkerOptions("heavy"), out=_Lines())
+
+
+@pytest.mark.django_db
+def test_database_error_redelivers_later(monkeypatch, no_publish):
+    nap.delay("db")
+    data, attributes = no_publish[0].encode()
+
+    def broken(*args: Any, **kwargs: Any) -> Outcome:
+        raise OperationalError("server closed the connection")
+
+    monkeypatch.setattr(worker, "run_message", broken)
+    target = _unit_worker()
+    message = FakeMessage(data, attributes)
+    target.handle(message)
+    assert message.calls == [("modify_ack_deadline", 10), ("drop", None)]
+    assert target.stats.counts["error"] == 1 and target.stats.in_flight == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("retry_after, deadline", [(0.2, 1), (4.5, 5), (3600, 600), (None, 10)])
+def test_not_due_sets_the_deadline_to_when_it_is_due(monkeypatch, no_publish, retry_after,
+                                                     deadline):
+    nap.delay("later")
+    data, attributes = no_publish[0].encode()
+    monkeypatch.setattr(worker, "run_message", lambda *a, **k: Outcome(
+        OutcomeStatus.NOT_DUE, ack=False, retry_after=retry_after))
+    message = FakeMessage(data, attributes)
+    _unit_worker().handle(message)
+    assert message.calls == [("modify_ack_deadline", deadline), ("drop", None)]
+
+
+@pytest.mark.django_db
+def test_messages_after_stop_are_nacked_unread(no_publish):
+    target = _unit_worker()
+    target.stop("test")
+    message = FakeMessage(b"anything")
+    target.handle(message)
+    assert message.calls == [("nack", None)]
+
+
+def test_jitter_lowers_by_at_most_a_tenth():
+    import random
+
+    rng = random.Random(7)
+    values = [worker.jittered(100.0, rng) for _ in range(1000)]
+    assert 90.0 <= min(values) < 91.0 and 99.0 < max(values) <= 100.0
+    assert math.isclose(sum(values) / len(values), 95.0, abs_tol=0.5)
+
+
+def test_bad_options_are_refused(settings):
+    with pytest.raises(WorkerError, match="concurrency"):
+        Worker(WorkerOptions("heavy", concurrency=0))
+    with pytest.raises(CommandError):
+        call_command("i3tasks_worker", queue="heavy", max_tasks=0)
