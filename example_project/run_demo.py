@@ -55,7 +55,7 @@ def main() -> int:
         "PYTHONUNBUFFERED": "1",
     }
     os.environ.update(env)
-    server = None
+    server = worker = None
     try:
         manage = [sys.executable, str(HERE / "manage.py")]
         print(f"== emulator at {emulator.endpoint}; migrating SQLite at {env['DEMO_DB']}")
@@ -69,8 +69,24 @@ def main() -> int:
             env=env, stdout=server_log, stderr=subprocess.STDOUT,
         )
         wait_http(f"http://127.0.0.1:{port}/i3/tasks-push/")
+        print("== starting i3tasks_worker --queue heavy (the pull queue)")
+        worker_log = open(workdir / "worker.log", "w")  # noqa: SIM115 - closed with the worker
+        worker = subprocess.Popen(
+            [*manage, "i3tasks_worker", "--queue", "heavy", "--concurrency", "4"],
+            env=env, stdout=worker_log, stderr=subprocess.STDOUT,
+        )
         return enqueue_and_report(workdir, port)
     finally:
+        if worker is not None:
+            print("== stopping the worker (SIGTERM: graceful)")
+            worker.terminate()
+            try:
+                worker.wait(40)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            stopped = [line for line in (workdir / "worker.log").read_text().splitlines()
+                       if line.startswith("stopped:")]
+            print(f"   worker {stopped[-1] if stopped else 'log: ' + str(workdir)}")
         print("== stopping the server and the emulator")
         if server is not None:
             server.terminate()
@@ -99,6 +115,7 @@ def enqueue_and_report(workdir: Path, port: int) -> int:
     chain.then(tasks.add, 10, 10).then(tasks.greet, "chain")
     group = TaskGroup.create(callback=tasks.summarize.build_chain("the dice"), total_count=3)
     tasks.roll.starmap([()] * 3, group=group)  # bulk fan-out: three roll() members
+    tasks.crunch.map([100_000, 200_000])  # the pull queue: the worker runs these
     transport.flush()
     # What Cloud Scheduler does every minute: the heartbeat schedule's slot is enqueued once.
     beat_url = f"http://127.0.0.1:{port}/i3/tasks-beat/"

@@ -46,3 +46,9 @@ def roll() -> int:
 @TaskDecorator
 def heartbeat() -> str:
     return "beat"
+
+
+@TaskDecorator(queue_name="heavy")
+def crunch(n: int) -> int:
+    """A heavier task on the pull queue: ``i3tasks_worker --queue heavy`` runs it."""
+    return sum(i * i for i in range(n))
