@@ -77,6 +77,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         if not _number(value, low, high, integer=integer):
             errors.append(_error(f"I3TASKS.{name} = {value!r} is out of range.",
                                  f"Use a number from {low} to {high}.", 7))
+    if (_number(conf.max_push_body_bytes, 1024, 64 * 1024 * 1024, integer=True)
+            and _number(conf.max_payload_bytes, 1, 10 * 1024 * 1024, integer=True)
+            and conf.max_push_body_bytes < push_body_bytes(conf.max_payload_bytes)):
+        errors.append(_warning(
+            f"I3TASKS.max_push_body_bytes = {conf.max_push_body_bytes} is below what a call "
+            f"with max_payload_bytes = {conf.max_payload_bytes} of arguments needs "
+            f"({push_body_bytes(conf.max_payload_bytes)}): the push view would refuse such "
+            "messages with 413 on every delivery.",
+            "Raise max_push_body_bytes or lower max_payload_bytes.", 3))
     if (_number(conf.retry_backoff_min_seconds, 0, 86400, integer=False)
             and _number(conf.retry_backoff_max_seconds, 0, 86400, integer=False)
             and conf.retry_backoff_min_seconds > conf.retry_backoff_max_seconds):
@@ -187,6 +196,16 @@ def _check_task_queues(queue_names: set[str]) -> list[Error]:
         for task in registry.all()
         if task.queue_name is not None and task.queue_name not in queue_names
     ]
+
+
+def push_body_bytes(payload_bytes: int) -> int:
+    """The push body a message with ``payload_bytes`` of arguments can need: its data is
+    base64-encoded in the envelope, next to the other fields and the attributes."""
+    return -(-(payload_bytes + _MESSAGE_OVERHEAD) * 4 // 3) + _MESSAGE_OVERHEAD
+
+
+#: Generous room for a message's fields besides the arguments, and for the push envelope.
+_MESSAGE_OVERHEAD = 16 * 1024
 
 
 def _warning(msg: str, hint: str | None, code: int) -> Warning:

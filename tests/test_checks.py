@@ -185,3 +185,37 @@ def test_push_queue_account_not_accepted_warns(settings):
                                            oidc_service_account_emails=(
                                                PUSH_ACCOUNT, "other@p.iam.gserviceaccount.com"))
     assert check_settings() == []
+
+
+def test_push_body_limit_must_fit_the_payload_limit(settings):
+    """A call .delay() accepts must not be refused by the push view on every delivery."""
+    from django_i3tasks.checks import push_body_bytes
+
+    assert check_settings() == []  # the defaults fit together
+    payload = 8 * 1024 * 1024
+    settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, max_payload_bytes=payload,
+                                           max_push_body_bytes=10 * 1024 * 1024)
+    errors = check_settings()
+    assert ids(errors) == ["django_i3tasks.W003"]
+    assert "max_push_body_bytes = 10485760" in messages(errors)
+    settings.I3TASKS = dataclasses.replace(settings.I3TASKS,
+                                           max_push_body_bytes=push_body_bytes(payload))
+    assert check_settings() == []
+
+
+def test_push_body_bound_covers_a_real_envelope():
+    import json
+    import uuid
+
+    from django_i3tasks.checks import push_body_bytes
+    from django_i3tasks.messages import TaskMessage
+    from tests.conftest import push_envelope
+
+    payload = 1024 * 1024
+    args = ["x" * (payload - len(json.dumps([[""], {}])))]
+    assert len(json.dumps([args, {}])) == payload
+    message = TaskMessage(execution_id=2**62, execution_uuid=uuid.uuid4(), try_id=2**62,
+                          try_number=1000, task_name="a." * 60 + "task", queue_name="q" * 100,
+                          args=args, max_retries=1000, group_id=2**62)
+    data, attributes = message.encode()
+    assert len(push_envelope(data, attributes)) <= push_body_bytes(payload)
