@@ -73,6 +73,10 @@ elif TEST_DB == "sqlite":
 else:
     raise RuntimeError(f"I3TASKS_TEST_DB must be sqlite or postgres, not {TEST_DB!r}")
 
+# Benchmarks give worker subprocesses persistent connections, as a production worker has.
+for _database in DATABASES.values():
+    _database["CONN_MAX_AGE"] = int(os.environ.get("I3TASKS_TEST_CONN_MAX_AGE", "0"))
+
 PUBSUB_CONFIG = {
     "EMULATOR": True,
     "HOST": os.environ.get("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"),
