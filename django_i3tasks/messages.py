@@ -54,6 +54,11 @@ class InvalidMessage(ValueError):
         self.status = status
 
 
+#: Largest value of a 64-bit signed id column, and of the try number (a small integer).
+_MAX_ID = 2**63 - 1
+_MAX_TRY_NUMBER = 32767
+
+
 def _reject(code: str, detail: str) -> InvalidMessage:
     """An invalid message inside a valid envelope: acknowledged, never retried."""
     return InvalidMessage(code, detail, status=200)
@@ -121,9 +126,14 @@ class TaskMessage:
                 raise _reject("bad_schema", f"message field {name!r} has the wrong type")
         if body["v"] != FORMAT_VERSION:
             raise _reject("bad_version", f"unsupported message version {body['v']!r}")
-        for name in ("execution_id", "try_id", "try_number"):
-            if body[name] < 1:
-                raise _reject("bad_schema", f"message field {name!r} must be positive")
+        # Bounded by the columns they are compared with (bigint ids, smallint try number), so
+        # a value no row can hold is refused here rather than by the database driver.
+        for name, limit in (("execution_id", _MAX_ID), ("try_id", _MAX_ID),
+                            ("try_number", _MAX_TRY_NUMBER)):
+            if not 1 <= body[name] <= limit:
+                raise _reject("bad_schema", f"message field {name!r} is out of range")
+        if body["group_id"] is not None and not 1 <= body["group_id"] <= _MAX_ID:
+            raise _reject("bad_schema", "message field 'group_id' is out of range")
         if not 0 <= body["max_retries"] <= 1000:
             raise _reject("bad_schema", "message field 'max_retries' is out of range")
         if not _TASK_NAME.match(body["task"]) or len(body["task"]) > 255:

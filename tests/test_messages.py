@@ -119,3 +119,24 @@ def test_bad_envelopes(body, code):
     with pytest.raises(InvalidMessage) as info:
         parse_push_body(body)
     assert info.value.code == code and info.value.status == 400
+
+
+@pytest.mark.parametrize("field, value", [
+    ("execution_id", 0), ("execution_id", 2**63), ("try_id", 2**64), ("try_id", -1),
+    ("try_number", 0), ("try_number", 32768), ("group_id", 0), ("group_id", 2**63),
+    ("max_retries", 1001),
+])
+def test_numbers_no_row_can_hold_are_refused(field, value):
+    """Found by the fuzz test: a signed message with a 2**64 id reached SQLite (500)."""
+    data, attributes = make_message(**{field: value}).encode()
+    with pytest.raises(InvalidMessage) as info:
+        TaskMessage.decode(data, attributes)
+    assert info.value.code == "bad_schema" and "out of range" in info.value.detail
+
+
+@pytest.mark.parametrize("field, value", [
+    ("execution_id", 2**63 - 1), ("try_number", 32767), ("group_id", 2**63 - 1),
+])
+def test_largest_numbers_are_accepted(field, value):
+    data, attributes = make_message(**{field: value}).encode()
+    assert getattr(TaskMessage.decode(data, attributes), field) == value
