@@ -36,17 +36,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, run  # noqa: E402
+
+from django_i3tasks.testing.processes import OutputProcess  # noqa: E402
 
 TARGET = 6.0
 OLD_VERSION = "0.1.9"
@@ -109,44 +109,7 @@ def shared_env(db: str) -> dict[str, str]:
     return env
 
 
-class Process:
-    """A subprocess whose output lines are collected by a thread."""
-
-    def __init__(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for_line(self, prefix: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(line.startswith(prefix) for line in self.lines):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"no {prefix!r} line from {self.process.args}:\n"
-                                   + "\n".join(self.lines))
-            time.sleep(0.05)
-
-    def terminate(self, timeout: float) -> tuple[int | None, float]:
-        """SIGTERM; the exit code (None: killed after ``timeout``) and seconds it took."""
-        began = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            code = None
-        self._reader.join(timeout=5)
-        return code, time.monotonic() - began
-
-
-def wait_until(predicate, timeout: float, interval: float, process: Process) -> bool:
+def wait_until(predicate, timeout: float, interval: float, process: OutputProcess) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -169,7 +132,7 @@ def run_new(db: str, args: argparse.Namespace) -> dict:
     from tests.testapp.models import Effect
     from tests.testapp.worker_tasks import nap
 
-    worker = Process(
+    worker = OutputProcess(
         [sys.executable, "-m", "django", "i3tasks_worker", "--settings", "tests.settings",
          "--queue", "heavy", "--concurrency", str(args.concurrency),
          "--status-interval", "3600"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from django_i3tasks.conf import get_settings, pubsub_config
 from django_i3tasks.execution import Outcome, OutcomeStatus
 from django_i3tasks.messages import TaskMessage
 from django_i3tasks.models import TaskExecution, TaskExecutionTry
+from django_i3tasks.testing.processes import OutputProcess
 from django_i3tasks.types import PullQueue
 from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
 from tests.conftest import wait_for
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 transactional = pytest.mark.django_db(transaction=True)
 
 
-class WorkerProcess:
+class WorkerProcess(OutputProcess):
     """``manage.py i3tasks_worker`` in a subprocess on this test's database and topics."""
 
     def __init__(self, *args: str) -> None:
@@ -52,49 +52,27 @@ class WorkerProcess:
             env["I3TASKS_SQLITE_PATH"] = db["NAME"]
         else:
             env["I3TASKS_TEST_DB_NAME"] = db["NAME"]
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "django", "i3tasks_worker", "--queue", "heavy",
              "--status-interval", "1", *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env, ROOT,
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
 
     def wait_started(self) -> None:
-        wait_for(lambda: any(line.startswith("i3tasks_worker pid=") for line in self.lines)
-                 or self.process.poll() is not None, timeout=30)
-        assert self.process.poll() is None, self.output
+        self.wait_for_line("i3tasks_worker pid=", timeout=30)
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.process.send_signal(signum)
 
-    def wait(self, timeout: float) -> int:
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+    def exit_code(self, timeout: float) -> int:
+        code = self.wait(timeout)
+        if code is None:
             pytest.fail(f"worker did not exit within {timeout} s:\n{self.output}")
-        self._reader.join(5)
         return code
 
     def final_stats(self) -> dict[str, str]:
         line = next(line for line in reversed(self.lines) if line.startswith("stopped: "))
         return dict(part.split("=", 1) for part in line.removeprefix("stopped: ").split())
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
 
 @pytest.fixture
@@ -108,7 +86,7 @@ def processes() -> Any:
 
     yield start
     for process in started:
-        process.stop()
+        process.kill()
 
 
 @pytest.fixture
@@ -147,7 +125,7 @@ def test_three_workers_share_a_thousand_tasks_and_run_each_once(heavy, processes
     wait_for(lambda: succeeded() == 1000, timeout=120, interval=0.5)
     for process in workers:
         process.signal()
-    assert [process.wait(30) for process in workers] == [0, 0, 0]
+    assert [process.exit_code(30) for process in workers] == [0, 0, 0]
     counts = effects()
     assert len(counts) == 1000 and set(counts.values()) == {1}
     assert TaskExecutionTry.objects.exclude(claims=1).count() == 0
@@ -168,7 +146,7 @@ def test_sigterm_lets_running_tasks_finish_and_the_rest_go_to_another_worker(hea
              timeout=30)
     began = time.monotonic()
     first.signal(signal.SIGTERM)
-    assert first.wait(20) == 0, first.output
+    assert first.exit_code(20) == 0, first.output
     assert time.monotonic() - began < 15
     stats = first.final_stats()
     assert stats["processed"] == "20" and stats["in_flight"] == "0", first.output
@@ -176,7 +154,7 @@ def test_sigterm_lets_running_tasks_finish_and_the_rest_go_to_another_worker(hea
     second = processes("--concurrency", "20")
     wait_for(lambda: succeeded() == 40, timeout=60, interval=0.2)
     second.signal(signal.SIGINT)
-    assert second.wait(20) == 0
+    assert second.exit_code(20) == 0
     counts = effects()
     assert len(counts) == 40 and set(counts.values()) == {1}
     assert TaskExecutionTry.objects.exclude(claims=1).count() == 0
@@ -191,7 +169,7 @@ def test_grace_period_over_gives_the_task_back(heavy, processes):
     wait_for(lambda: TaskExecutionTry.objects.filter(status="running").exists(), timeout=30)
     began = time.monotonic()
     first.signal()
-    assert first.wait(15) == 0, first.output
+    assert first.exit_code(15) == 0, first.output
     assert time.monotonic() - began < 6, "it waited for the task instead of the grace period"
     assert "giving back 1 running task" in first.output
     attempt = TaskExecutionTry.objects.get(execution_id=handle.id)
@@ -199,7 +177,7 @@ def test_grace_period_over_gives_the_task_back(heavy, processes):
     second = processes("--concurrency", "2")
     wait_for(lambda: succeeded() == 1, timeout=40, interval=0.2)
     second.signal()
-    assert second.wait(20) == 0
+    assert second.exit_code(20) == 0
     assert effects() == {"long": 1}  # the first run was cut short before its effect
     assert TaskExecutionTry.objects.get(execution_id=handle.id).claims == 2
 
@@ -215,7 +193,7 @@ def test_second_signal_exits_at_once(heavy, processes):
     wait_for(lambda: "stopping (SIGTERM)" in first.output, timeout=10)
     began = time.monotonic()
     first.signal(signal.SIGINT)
-    assert first.wait(10) == 1
+    assert first.exit_code(10) == 1
     assert time.monotonic() - began < 5
     assert "second SIGINT: exiting now" in first.output
 
@@ -229,7 +207,7 @@ def test_task_longer_than_the_ack_deadline_is_not_delivered_again(heavy, process
     wait_for(lambda: succeeded() == 1, timeout=60, interval=0.5)
     time.sleep(2)  # a redelivery due to an expired lease would arrive by now
     first.signal()
-    assert first.wait(20) == 0
+    assert first.exit_code(20) == 0
     stats = first.final_stats()
     assert stats["received"] == "1" and stats["deferred"] == "0", first.output
     assert TaskExecutionTry.objects.get(execution_id=handle.id).claims == 1
