@@ -58,7 +58,8 @@ if TEST_DB == "postgres":
         }
     }
 elif TEST_DB == "sqlite":
-    # A file, not :memory:, so the live server's threads share the test database.
+    # A file, not :memory:, so the live server's threads share the test database; concurrent
+    # writers wait their turn (IMMEDIATE transactions, WAL), as the README recommends.
     _path = os.environ.get("I3TASKS_SQLITE_PATH") or os.path.join(
         tempfile.gettempdir(), f"i3tasks-test-{os.getpid()}.sqlite3"
     )
@@ -67,7 +68,8 @@ elif TEST_DB == "sqlite":
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _path,
             "TEST": {"NAME": _path},
-            "OPTIONS": {"timeout": 30},
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
+                        "init_command": "PRAGMA journal_mode=WAL"},
         }
     }
 else:

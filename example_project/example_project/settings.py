@@ -52,7 +52,10 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("DEMO_DB", str(BASE_DIR / "demo.sqlite3")),
-        "OPTIONS": {"timeout": 20},
+        # The push view's threads and the pull worker write concurrently: take the write lock
+        # when a transaction starts (Django 5.1+) and let readers run beside the writer (WAL).
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                    "init_command": "PRAGMA journal_mode=WAL"},
     }
 }
 
