@@ -25,6 +25,9 @@ recommends for a busy worker: each thread keeps its connection); 0.1.9's worker 
 connection for its whole life anyway. With ``CONN_MAX_AGE = 0`` the new worker opens a
 connection per task (Django's per-request behaviour), which costs it about 20 % here.
 
+On SQLite the database is in WAL mode (set by the test settings, and a property of the file,
+so 0.1.9 runs on it too); the new worker's connections open IMMEDIATE transactions.
+
 Each side: its worker is started and has run one warm-up task before the clock starts. Wall
 time runs from the start of enqueueing (just before the first publish) to the last
 ``finished_at`` the side recorded for a successful run; tasks/s = tasks / wall time.
