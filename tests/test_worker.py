@@ -212,6 +212,9 @@ def test_task_longer_than_the_ack_deadline_is_not_delivered_again(heavy, process
     assert stats["received"] == "1" and stats["deferred"] == "0", first.output
     assert TaskExecutionTry.objects.get(execution_id=handle.id).claims == 1
     assert effects() == {"slow": 1}
+    # The live status line, once a second, showed the task in flight while it ran.
+    status = [line for line in first.lines if line.startswith("queue=heavy ")]
+    assert len(status) >= 10 and any("in_flight=1 " in line for line in status), first.output
 
 
 # --- in-process -------------------------------------------------------------------------
@@ -406,7 +409,7 @@ def test_missing_subscription_is_a_command_error(pubsub):
         call_command("i3tasks_worker", queue="heavy")
 
 
-def test_unreachable_emulator_is_a_command_error(monkeypatch):
+def test_unreachable_emulator_is_refused_at_startup(monkeypatch):
     from django_i3tasks.testing.emulator import free_port
 
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
