@@ -102,6 +102,7 @@ class Stats:
         self.counts: Counter[str] = Counter()
         self.in_flight = 0
         self.started = time.monotonic()
+        self._last = (self.started, 0)
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -122,18 +123,22 @@ class Stats:
         return c["success"] + c["retry_scheduled"] + c["failed"]
 
     def line(self, queue_name: str) -> str:
+        """The status line: counters, the rate since the previous line, the average rate."""
         with self._lock:
-            c = dict(self.counts)
+            c = Counter(self.counts)
             in_flight = self.in_flight
-        elapsed = max(1e-9, time.monotonic() - self.started)
-        processed = c.get("success", 0) + c.get("retry_scheduled", 0) + c.get("failed", 0)
+            processed = self.processed
+            now = time.monotonic()
+            since, before = self._last
+            self._last = (now, processed)
+        rate = (processed - before) / max(1e-9, now - since)
+        average = processed / max(1e-9, now - self.started)
         return (
-            f"queue={queue_name} processed={processed} succeeded={c.get('success', 0)} "
-            f"failed={c.get('failed', 0)} retried={c.get('retry_scheduled', 0)} "
-            f"duplicates={c.get('duplicate', 0)} deferred={c.get('deferred', 0)} "
-            f"poison={c.get('poison', 0)} errors={c.get('error', 0)} "
-            f"received={c.get('received', 0)} in_flight={in_flight} "
-            f"rate={processed / elapsed:.1f}/s"
+            f"queue={queue_name} processed={processed} succeeded={c['success']} "
+            f"failed={c['failed']} retried={c['retry_scheduled']} "
+            f"duplicates={c['duplicate']} deferred={c['deferred']} poison={c['poison']} "
+            f"errors={c['error']} received={c['received']} in_flight={in_flight} "
+            f"rate={rate:.1f}/s average={average:.1f}/s"
         )
 
 

@@ -499,3 +499,17 @@ def test_bad_options_are_refused(settings):
         Worker(WorkerOptions("heavy", concurrency=0))
     with pytest.raises(CommandError):
         call_command("i3tasks_worker", queue="heavy", max_tasks=0)
+
+
+def test_status_line_rate_is_since_the_previous_line(monkeypatch):
+    clock = iter([100.0, 110.0, 115.0])
+    monkeypatch.setattr(worker.time, "monotonic", lambda: next(clock))
+    stats = worker.Stats()  # started at 100
+    stats.add("success", 20)
+    stats.add("duplicate", 7)  # acknowledged, but no task ran: not counted as processed
+    first = stats.line("heavy")  # at 110: 20 in 10 s
+    stats.add("failed", 20)
+    second = stats.line("heavy")  # at 115: 20 more in 5 s; 40 in 15 s overall
+    assert "processed=20 " in first and "rate=2.0/s average=2.0/s" in first
+    assert "processed=40 " in second and "rate=4.0/s average=2.7/s" in second
+    assert "duplicates=7 " in second
