@@ -342,6 +342,19 @@ def test_max_tasks_recycles_and_leaves_the_rest_queued(heavy):
 
 
 @transactional
+def test_a_call_sent_to_the_pull_queue_runs_on_the_worker(heavy):
+    from tests.testapp import tasks
+
+    handle = tasks.add.apply_async(args=[2, 3], queue_name="heavy")  # a push-queue task
+    transport.flush()
+    assert TaskExecution.objects.get(pk=handle.id).queue_name == "heavy"
+    running = Running(concurrency=1)
+    wait_for(lambda: succeeded() == 1, timeout=30)
+    assert running.stop() == 0
+    assert tasks.CALLS["add:2:3"] == 1 and running.worker.stats.counts["success"] == 1
+
+
+@transactional
 def test_max_lifetime_stops_the_worker(heavy):
     began = time.monotonic()
     running = Running(concurrency=1, max_lifetime=1.0)
