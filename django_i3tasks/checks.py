@@ -250,7 +250,7 @@ def _check_auth(conf: I3TasksSettings) -> list[Error | Warning]:
         errors.append(_warning(
             "The push endpoint accepts requests from anyone who can reach it: "
             "I3TASKS.oidc_service_account_emails is empty. Only messages signed with SECRET_KEY "
-            "run, but a leaked key or a captured message is then enough to run a task.",
+            "run, but then anyone holding that key can run any registered task.",
             "Set oidc_service_account_emails to the service account of your push "
             "subscriptions (PushQueue(oidc_service_account_email=...)); see SECURITY.md.", 1))
     return errors
