@@ -89,23 +89,13 @@ def _differences(current: Any, desired: Any) -> list[str]:
 
 def ensure_pubsub(*, dry_run: bool = False, timeout: float = 30.0) -> list[Action]:
     """Make Pub/Sub match the settings; with ``dry_run`` only say what would change."""
-    from google.api_core import exceptions, retry
     from google.api_core.exceptions import NotFound
     from google.protobuf import field_mask_pb2
 
-    from .transport import admin_publisher_client, subscriber_client
+    from .transport import admin_publisher_client, bounded, subscriber_client
 
     config = pubsub_config()
-    # Bound the whole call, retries included: an unreachable Pub/Sub must fail, not hang.
-    limits = {
-        "timeout": timeout,
-        "retry": retry.Retry(
-            initial=0.2, maximum=2.0, timeout=timeout,
-            predicate=retry.if_exception_type(
-                exceptions.ServiceUnavailable, exceptions.DeadlineExceeded
-            ),
-        ),
-    }
+    limits = bounded(timeout)
     publisher = admin_publisher_client()
     subscriber = subscriber_client()
     actions: list[Action] = []

@@ -88,6 +88,23 @@ def admin_publisher_client() -> Any:
     return pubsub_v1.PublisherClient(**_client_kwargs(pubsub_config(), PublisherGrpcTransport))
 
 
+def bounded(timeout: float) -> dict[str, Any]:
+    """``timeout`` and ``retry`` arguments for an admin call (get/create topic or
+    subscription) that bound it as a whole, retries included: an unreachable Pub/Sub must
+    fail within ``timeout``, not hang."""
+    from google.api_core import exceptions, retry
+
+    return {
+        "timeout": timeout,
+        "retry": retry.Retry(
+            initial=0.2, maximum=2.0, timeout=timeout,
+            predicate=retry.if_exception_type(
+                exceptions.ServiceUnavailable, exceptions.DeadlineExceeded
+            ),
+        ),
+    }
+
+
 def publish(queue: AnyQueue, data: bytes, attributes: dict[str, str]) -> futures.Future:
     """Publish one message to the queue's topic; returns the client's future."""
     future = publisher_client().publish(pubsub_config().topic_path(queue), data, **attributes)

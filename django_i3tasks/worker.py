@@ -41,10 +41,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, close_old_connections
 
 from . import transport
-from .conf import get_settings, pubsub_config
+from .conf import get_queue, get_settings, pubsub_config
 from .execution import OutcomeStatus, release_claim, run_message
 from .messages import InvalidMessage, TaskMessage
 from .registry import registry
@@ -81,11 +82,10 @@ def jittered(value: float, rng: random.Random | None = None) -> float:
 
 
 def find_pull_queue(queue_name: str) -> PullQueue:
-    queues = get_settings().queues
-    queue = next((q for q in queues if q.queue_name == queue_name), None)
-    if queue is None:
-        names = ", ".join(repr(q.queue_name) for q in queues)
-        raise WorkerError(f"no queue named {queue_name!r} in I3TASKS (configured: {names})")
+    try:
+        queue = get_queue(queue_name)
+    except ImproperlyConfigured as exc:
+        raise WorkerError(str(exc)) from None
     if not isinstance(queue, PullQueue):
         raise WorkerError(
             f"queue {queue_name!r} is a push queue: Pub/Sub pushes its messages to the push "
@@ -144,9 +144,14 @@ class Stats:
 
 @dataclass
 class _Running:
+    """A message whose task runs now, and the claim token once the try is claimed."""
+
     message: Any
     try_id: int
     token: uuid.UUID | None = None
+
+    def claimed(self, token: uuid.UUID) -> None:
+        self.token = token
 
 
 class Worker:
@@ -233,7 +238,7 @@ class Worker:
         close_old_connections()
         try:
             with transport.tracked_publishes() as published:
-                outcome = run_message(task_message, on_claim=lambda t: _set(running, t))
+                outcome = run_message(task_message, on_claim=running.claimed)
         except DatabaseError:
             logger.exception("Database error on %s (execution %s); redelivering in %s s",
                              task_message.task_name, task_message.execution_uuid,
@@ -292,17 +297,14 @@ class Worker:
 
     def check_subscription(self, timeout: float = 15.0) -> str:
         """The subscription path, after checking it exists and is reachable."""
-        from google.api_core import exceptions, retry
+        from google.api_core import exceptions
 
         path = pubsub_config().subscription_path(self.queue)
         subscriber = transport.subscriber_client()
         where = pubsub_config().emulator_host or "Pub/Sub"
         try:
             subscription = subscriber.get_subscription(
-                subscription=path, timeout=timeout,
-                retry=retry.Retry(initial=0.2, maximum=2.0, timeout=timeout, predicate=(
-                    retry.if_exception_type(exceptions.ServiceUnavailable,
-                                            exceptions.DeadlineExceeded))),
+                subscription=path, **transport.bounded(timeout)
             )
         except exceptions.NotFound:
             raise WorkerError(f"subscription {path} does not exist: run "
@@ -418,7 +420,3 @@ class Worker:
     def _write(self, line: str) -> None:
         self.out.write(f"{line}\n")
         self.out.flush()
-
-
-def _set(running: _Running, token: uuid.UUID) -> None:
-    running.token = token
