@@ -62,6 +62,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             errors.append(_error(f"I3TASKS.{where}: queue name {queue.queue_name!r} is used twice.",
                                  "Queue names must be unique.", 6))
         seen.add(queue.queue_name)
+    in_range: set[str] = set()
     for name, low, high, integer in (
         ("default_max_retries", 0, 1000, True),
         ("retry_backoff_min_seconds", 0, 86400, False),
@@ -74,11 +75,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         ("retention_days", 1, 3650, True),
     ):
         value = getattr(conf, name)
-        if not _number(value, low, high, integer=integer):
+        if _number(value, low, high, integer=integer):
+            in_range.add(name)
+        else:
             errors.append(_error(f"I3TASKS.{name} = {value!r} is out of range.",
                                  f"Use a number from {low} to {high}.", 7))
-    if (_number(conf.max_push_body_bytes, 1024, 64 * 1024 * 1024, integer=True)
-            and _number(conf.max_payload_bytes, 1, 10 * 1024 * 1024, integer=True)
+    # The checks that compare two numbers only run when both are valid numbers.
+    if ({"max_push_body_bytes", "max_payload_bytes"} <= in_range
             and conf.max_push_body_bytes < push_body_bytes(conf.max_payload_bytes)):
         errors.append(_warning(
             f"I3TASKS.max_push_body_bytes = {conf.max_push_body_bytes} is below what a call "
@@ -86,8 +89,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             f"({push_body_bytes(conf.max_payload_bytes)}): the push view would refuse such "
             "messages with 413 on every delivery.",
             "Raise max_push_body_bytes or lower max_payload_bytes.", 3))
-    if (_number(conf.retry_backoff_min_seconds, 0, 86400, integer=False)
-            and _number(conf.retry_backoff_max_seconds, 0, 86400, integer=False)
+    if ({"retry_backoff_min_seconds", "retry_backoff_max_seconds"} <= in_range
             and conf.retry_backoff_min_seconds > conf.retry_backoff_max_seconds):
         errors.append(_error(
             "I3TASKS.retry_backoff_min_seconds is above retry_backoff_max_seconds.", None, 7))
