@@ -49,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, run  # noqa: E402
 
-from django_i3tasks.testing.processes import OutputProcess  # noqa: E402
+from django_i3tasks.testing.processes import OutputProcess, wait_until  # noqa: E402
 
 TARGET = 6.0
 OLD_VERSION = "0.1.9"
@@ -112,17 +112,6 @@ def shared_env(db: str) -> dict[str, str]:
     return env
 
 
-def wait_until(predicate, timeout: float, interval: float, process: OutputProcess) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if process.process.poll() is not None:
-            return predicate()
-        time.sleep(interval)
-    return predicate()
-
-
 # --- the two sides ----------------------------------------------------------------------------
 
 
@@ -146,7 +135,7 @@ def run_new(db: str, args: argparse.Namespace) -> dict:
         worker.wait_for_line(WORKER_READY, timeout=60)
         nap.delay("warmup", 0.0)
         if not wait_until(lambda: TaskExecution.objects.filter(status="success").exists(),
-                          60, 0.05, worker):
+                          60, 0.05, [worker]):
             raise RuntimeError("the new worker did not run the warm-up task:\n"
                                + "\n".join(worker.lines))
         TaskExecution.objects.all().delete()
@@ -161,7 +150,7 @@ def run_new(db: str, args: argparse.Namespace) -> dict:
 
         succeeded = TaskExecution.objects.filter(status="success")
         done = wait_until(lambda: succeeded.count() >= args.tasks, args.timeout, args.poll,
-                          worker)
+                          [worker])
         last = succeeded.aggregate(last=Max("finished_at"))["last"]
         runs = Effect.objects.filter(key__startswith="new-")
         result.update(

@@ -12,44 +12,48 @@ The database and emulator come from the environment (see ``oldbench/settings.py`
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
+
+
+def _load_processes() -> ModuleType:
+    """This repository's ``django_i3tasks/testing/processes.py`` (standard library only),
+    loaded by path: in this virtualenv the name ``django_i3tasks`` is 0.1.9."""
+    path = HERE.parent.parent / "django_i3tasks" / "testing" / "processes.py"
+    spec = importlib.util.spec_from_file_location("i3tasks_bench_processes", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_processes = _load_processes()
+OutputProcess = _processes.OutputProcess
+wait_until = _processes.wait_until
+
 WORKER_READY = "Pull worker started"
 
 
-class OldWorker:
+class OldWorker(OutputProcess):
     """0.1.9's ``i3tasks_worker`` in a subprocess."""
 
     def __init__(self, queue: str) -> None:
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "oldbench.settings",
                "PYTHONUNBUFFERED": "1"}
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", "i3tasks_worker", f"--queue={queue}"],
-            cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
+        super().__init__([sys.executable, "-m", "django", "i3tasks_worker", f"--queue={queue}"],
+                         env, HERE)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(WORKER_READY in line for line in self.lines):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("0.1.9 worker did not start:\n" + "\n".join(self.lines))
-            time.sleep(0.05)
+        self.wait_for_line(WORKER_READY, timeout, anywhere=True)
 
     def stop(self) -> int | None:
         """SIGINT (0.1.9 stops on KeyboardInterrupt), then SIGTERM, then SIGKILL."""
@@ -61,19 +65,7 @@ class OldWorker:
                 self.process.wait(wait)
             except subprocess.TimeoutExpired:
                 continue
-        self._reader.join(timeout=5)
-        return self.process.returncode
-
-
-def wait_until(predicate, timeout: float, interval: float, workers: list[OldWorker]) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if any(w.process.poll() is not None for w in workers):
-            return False
-        time.sleep(interval)
-    return predicate()
+        return self.wait(5)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 
@@ -32,12 +32,13 @@ class OutputProcess:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for_line(self, prefix: str, timeout: float) -> str:
-        """The first line starting with ``prefix``; RuntimeError (with the output) when the
-        process exits or ``timeout`` passes first."""
+    def wait_for_line(self, prefix: str, timeout: float, *, anywhere: bool = False) -> str:
+        """The first line starting with ``prefix`` (containing it, with ``anywhere``);
+        RuntimeError (with the output) when the process exits or ``timeout`` passes first."""
         deadline = time.monotonic() + timeout
         while True:
-            found = next((line for line in self.lines if line.startswith(prefix)), None)
+            found = next((line for line in self.lines
+                          if (prefix in line if anywhere else line.startswith(prefix))), None)
             if found is not None:
                 return found
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -65,3 +66,17 @@ class OutputProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float,
+               watched: Iterable[OutputProcess]) -> bool:
+    """Poll ``predicate`` until it holds, ``timeout`` passes or a watched process exits (no
+    point waiting for work it was to do); its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if any(process.process.poll() is not None for process in watched):
+            break
+        time.sleep(interval)
+    return predicate()
