@@ -96,31 +96,16 @@ def ensure_old_venv() -> Path:
     return python
 
 
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def shared_env(db: str) -> dict[str, str]:
-    """What a subprocess needs to use this run's database, emulator and namespace."""
-    from django.db import connection
-
-    from django_i3tasks.conf import get_settings
-
-    env = {**os.environ, "I3TASKS_TEST_DB": db, "PYTHONUNBUFFERED": "1",
-           "I3TASKS_TEST_NAMESPACE": get_settings().namespace}
-    name = str(connection.settings_dict["NAME"])
-    env["I3TASKS_SQLITE_PATH" if db == "sqlite" else "I3TASKS_TEST_DB_NAME"] = name
-    return env
-
-
 # --- the two sides ----------------------------------------------------------------------------
 
 
-def run_new(db: str, args: argparse.Namespace) -> dict:
+def run_new(args: argparse.Namespace) -> dict:
     from django.db import connection
     from django.db.models import Count, Max
 
     from django_i3tasks import transport
     from django_i3tasks.models import TaskExecution
+    from tests.conftest import subprocess_env
     from tests.testapp.models import Effect
     from tests.testapp.worker_tasks import nap
 
@@ -128,7 +113,7 @@ def run_new(db: str, args: argparse.Namespace) -> dict:
         [sys.executable, "-m", "django", "i3tasks_worker", "--settings", "tests.settings",
          "--queue", "heavy", "--concurrency", str(args.concurrency),
          "--status-interval", "3600"],
-        {**shared_env(db), "I3TASKS_TEST_CONN_MAX_AGE": "60"}, ROOT,
+        {**subprocess_env(), "I3TASKS_TEST_CONN_MAX_AGE": "60"}, ROOT,
     )
     result: dict = {}
     try:
@@ -172,8 +157,10 @@ def run_new(db: str, args: argparse.Namespace) -> dict:
     return result
 
 
-def run_old(db: str, args: argparse.Namespace, python: Path) -> dict:
-    env = shared_env(db)
+def run_old(args: argparse.Namespace, python: Path) -> dict:
+    from tests.conftest import subprocess_env
+
+    env = subprocess_env()
     env["I3OLD_NAMESPACE"] = "bench.old"
     completed = subprocess.run(
         [str(python), str(OLD_DIR / "drive.py"), "--tasks", str(args.tasks),
@@ -228,8 +215,8 @@ def measure(db: str, args: argparse.Namespace, python: Path) -> None:
                  f"{args.old_workers} process{'es' if args.old_workers > 1 else ''}")
     ratios = []
     for round_ in range(1, args.rounds + 1):
-        new = run_new(db, args)
-        old = run_old(db, args, python)
+        new = run_new(args)
+        old = run_old(args, python)
         if args.rounds > 1:
             print(f"\nround {round_}/{args.rounds}")
         print(f"{'':<44} {'wall s':>8}  {'tasks/s':>8}  {'enqueue s':>8}  "

@@ -129,6 +129,26 @@ def pull_all(wait: float = 2.0) -> list[Any]:
     return found
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment of a subprocess (a worker) on this test's database, topics and
+    emulator: the variables ``tests/settings.py`` reads."""
+    from django.db import connection
+
+    from django_i3tasks.conf import get_settings, pubsub_config
+
+    sqlite = connection.vendor == "sqlite"
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "I3TASKS_TEST_DB": "sqlite" if sqlite else "postgres",
+        "I3TASKS_SQLITE_PATH" if sqlite else "I3TASKS_TEST_DB_NAME":
+            str(connection.settings_dict["NAME"]),
+        "I3TASKS_TEST_NAMESPACE": get_settings().namespace,
+        "PUBSUB_EMULATOR_HOST": pubsub_config().emulator_host or "",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; fail the test with a clear message on timeout."""
     deadline = time.monotonic() + timeout

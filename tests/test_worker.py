@@ -7,7 +7,6 @@ subprocesses on the test's database and namespace; the rest drives ``Worker`` in
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import threading
@@ -28,7 +27,7 @@ from django_i3tasks.models import TaskExecution, TaskExecutionTry
 from django_i3tasks.testing.processes import OutputProcess
 from django_i3tasks.types import PullQueue
 from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
-from tests.conftest import wait_for
+from tests.conftest import subprocess_env, wait_for
 from tests.testapp.models import Effect
 from tests.testapp.worker_tasks import nap, nap_fails
 
@@ -40,22 +39,10 @@ class WorkerProcess(OutputProcess):
     """``manage.py i3tasks_worker`` in a subprocess on this test's database and topics."""
 
     def __init__(self, *args: str) -> None:
-        db = connection.settings_dict
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "I3TASKS_TEST_NAMESPACE": get_settings().namespace,
-            "PUBSUB_EMULATOR_HOST": pubsub_config().emulator_host or "",
-            "PYTHONUNBUFFERED": "1",
-        }
-        if connection.vendor == "sqlite":
-            env["I3TASKS_SQLITE_PATH"] = db["NAME"]
-        else:
-            env["I3TASKS_TEST_DB_NAME"] = db["NAME"]
         super().__init__(
             [sys.executable, "-m", "django", "i3tasks_worker", "--queue", "heavy",
              "--status-interval", "1", *args],
-            env, ROOT,
+            subprocess_env(), ROOT,
         )
 
     def wait_started(self) -> None:
