@@ -104,14 +104,11 @@ def no_publish(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return sent
 
 
-def pull_all(wait: float = 2.0) -> list[Any]:
-    """Pull (and ack) what is on the default queue's subscription, for ``wait`` seconds."""
-    from django_i3tasks.conf import get_settings, pubsub_config
-    from django_i3tasks.messages import TaskMessage
-
+def pull_messages(path: str, wait: float = 2.0) -> list[Any]:
+    """Pull (and ack) what is on the subscription ``path``, for ``wait`` seconds; the raw
+    Pub/Sub messages."""
     transport.flush()
     subscriber = transport.subscriber_client()
-    path = pubsub_config().subscription_path(get_settings().default_queue)
     found: list[Any] = []
     deadline = time.monotonic() + wait
     try:
@@ -120,13 +117,21 @@ def pull_all(wait: float = 2.0) -> list[Any]:
             if response.received_messages:
                 subscriber.acknowledge(subscription=path,
                                        ack_ids=[m.ack_id for m in response.received_messages])
-            for received in response.received_messages:
-                found.append(TaskMessage.decode(received.message.data,
-                                                dict(received.message.attributes)))
+            found += [received.message for received in response.received_messages]
             time.sleep(0.1)
     finally:
         subscriber.close()
     return found
+
+
+def pull_all(wait: float = 2.0) -> list[Any]:
+    """Pull (and ack) what is on the default queue's subscription, for ``wait`` seconds."""
+    from django_i3tasks.conf import get_settings, pubsub_config
+    from django_i3tasks.messages import TaskMessage
+
+    path = pubsub_config().subscription_path(get_settings().default_queue)
+    return [TaskMessage.decode(message.data, dict(message.attributes))
+            for message in pull_messages(path, wait)]
 
 
 def subprocess_env() -> dict[str, str]:

@@ -27,7 +27,7 @@ from django_i3tasks.models import TaskExecution, TaskExecutionTry
 from django_i3tasks.testing.processes import OutputProcess
 from django_i3tasks.types import PullQueue
 from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
-from tests.conftest import subprocess_env, wait_for
+from tests.conftest import pull_messages, subprocess_env, wait_for
 from tests.testapp.models import Effect
 from tests.testapp.worker_tasks import nap, nap_fails
 
@@ -244,23 +244,6 @@ def _publish(data: bytes, **attributes: str) -> None:
         pubsub_config().topic_path(queue), data, **attributes).result(timeout=30)
 
 
-def _pull(path: str, wait: float) -> list[Any]:
-    subscriber = transport.subscriber_client()
-    found: list[Any] = []
-    deadline = time.monotonic() + wait
-    try:
-        while time.monotonic() < deadline:
-            response = subscriber.pull(subscription=path, max_messages=50, timeout=5)
-            found += [m.message for m in response.received_messages]
-            if response.received_messages:
-                subscriber.acknowledge(subscription=path, ack_ids=[
-                    m.ack_id for m in response.received_messages])
-            time.sleep(0.2)
-    finally:
-        subscriber.close()
-    return found
-
-
 def _poison_messages() -> list[tuple[bytes, dict[str, str]]]:
     """Undecodable, unsigned, signed for an unknown task, signed for another queue."""
     import uuid
@@ -303,11 +286,11 @@ def test_poison_messages_are_handled_once(heavy, dead_letter):
     assert running.stop() == 0
     counts = running.worker.stats.counts
     assert counts["poison"] == counts["received"] == len(poisons), counts
-    assert _pull(pubsub_config().subscription_path(queue), wait=1) == []
+    assert pull_messages(pubsub_config().subscription_path(queue), wait=1) == []
     assert TaskExecution.objects.count() == 0
     assert "tests.testapp.side_effect" not in sys.modules
     if dead_letter:
-        forwarded = _pull(dead_path, wait=3)
+        forwarded = pull_messages(dead_path, wait=3)
         assert sorted(m.data for m in forwarded) == sorted(d for d, _ in poisons)
         assert all(m.attributes["i3tasks_poison"] for m in forwarded)
 
