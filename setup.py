@@ -1,10 +1,15 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 setup(
     name="django-i3tasks",
-    version="0.2.0.dev0",
+    version=re.search(
+        r'^__version__ = "([^"]+)"',
+        Path(__file__).with_name("django_i3tasks").joinpath("__init__.py").read_text(),
+        re.M,
+    ).group(1),
     description="Background tasks for Django over Google Cloud Pub/Sub push.",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
@@ -25,6 +30,9 @@ setup(
             "hypothesis>=6.100",
             "psycopg[binary]>=3.1",
             "ruff>=0.6",
+            "import-linter>=2.1",
+            "mypy>=1.10",
+            "django-stubs>=5.0",
         ],
     },
     classifiers=[

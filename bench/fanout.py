@@ -29,8 +29,8 @@ def measure(db: str) -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from django_i3tasks import transport
-    from django_i3tasks.dispatch import message_for
+    from django_i3tasks import outbox, transport
+    from django_i3tasks.lifecycle import message_for
     from django_i3tasks.models import GroupStatus, TaskExecution, TaskGroup
     from django_i3tasks.provisioning import ensure_pubsub
     from tests.conftest import push_envelope
@@ -43,13 +43,13 @@ def measure(db: str) -> None:
     def enqueue(bulk: bool) -> float:
         group = TaskGroup.create(callback=link.build_chain("joined"), total_count=MEMBERS)
         started = time.perf_counter()
-        with transport.tracked_publishes() as pending:
+        with outbox.delivering(timeout=120) as delivery:
             if bulk:
                 member.map(range(MEMBERS), group=group)
             else:
                 for index in range(MEMBERS):
                     member.delay(index, __i3group__=group)
-        assert transport.wait(pending, timeout=120) and len(pending) == MEMBERS
+        assert not delivery.failed and len(delivery.futures) == MEMBERS
         return time.perf_counter() - started
 
     bulk_times = [enqueue(bulk=True) for _ in range(REPEATS)]

@@ -103,7 +103,7 @@ def run_new(args: argparse.Namespace) -> dict:
     from django.db import connection
     from django.db.models import Count, Max
 
-    from django_i3tasks import transport
+    from django_i3tasks import outbox
     from django_i3tasks.models import TaskExecution
     from tests.conftest import subprocess_env
     from tests.testapp.models import Effect
@@ -128,9 +128,9 @@ def run_new(args: argparse.Namespace) -> dict:
         connection.close()
 
         started = time.time()
-        with transport.tracked_publishes() as pending:
+        with outbox.delivering(timeout=120) as delivery:
             nap.starmap([(f"new-{index}", args.seconds) for index in range(args.tasks)])
-        published = transport.wait(pending, timeout=120)
+        published = not delivery.failed
         enqueued = time.time()
 
         succeeded = TaskExecution.objects.filter(status="success")

@@ -6,23 +6,36 @@ Public names are imported lazily so that ``settings.py`` can import
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0.dev0"
-__all__ = ["ChainHandle", "Task", "TaskDecorator", "TaskGroup", "TaskMetadata"]
+__all__ = [
+    "ChainHandle", "I3TasksError", "Task", "TaskDecorator", "TaskGroup", "TaskHandle",
+    "TaskMetadata",
+]
+
+#: Where each public name lives (imported on first use).
+_PUBLIC = {
+    "Task": "task",
+    "TaskDecorator": "task",
+    "TaskMetadata": "task",
+    "TaskHandle": "handles",
+    "ChainHandle": "handles",
+    "TaskGroup": "models",
+    "I3TasksError": "exceptions",
+}
+
+if TYPE_CHECKING:
+    from .exceptions import I3TasksError
+    from .handles import ChainHandle, TaskHandle
+    from .models import TaskGroup
+    from .task import Task, TaskDecorator, TaskMetadata
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Task", "TaskDecorator", "TaskMetadata"):
-        from . import task
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'django_i3tasks' has no attribute {name!r}")
+    from importlib import import_module
 
-        return getattr(task, name)
-    if name == "ChainHandle":
-        from .chains import ChainHandle
-
-        return ChainHandle
-    if name == "TaskGroup":
-        from .models import TaskGroup
-
-        return TaskGroup
-    raise AttributeError(f"module 'django_i3tasks' has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{module}"), name)

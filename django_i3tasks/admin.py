@@ -6,12 +6,15 @@ would break its guarantees. The one write is the "retry" action on failed execut
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from . import lifecycle
 from .models import (
     ScheduleSlot,
     TaskExecution,
@@ -79,7 +82,7 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
     actions = ("retry",)
     list_select_related = ("group",)
 
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+    def lookup_allowed(self, lookup: str, value: str, request: Any = None) -> bool:
         # The group page links to its members; groups are too many for a sidebar filter.
         return lookup in ("group__id__exact", "previous__id__exact") or super().lookup_allowed(
             lookup, value, request
@@ -99,12 +102,12 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
     @admin.display(description="chain steps")
     def chain(self, obj: TaskExecution) -> str:
         """The steps before and after this one, oldest first."""
-        before = []
+        before: list[TaskExecution] = []
         step = obj.previous
         while step is not None and len(before) < 50:
             before.insert(0, step)
             step = step.previous
-        after = []
+        after: list[TaskExecution] = []
         following = list(obj.next_steps.all())
         while following and len(after) < 50:
             after.extend(following)
@@ -118,10 +121,8 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry the selected failed executions", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[TaskExecution]) -> None:
-        from .dispatch import retry
-
         selected = list(queryset.order_by().values_list("pk", flat=True))
-        retried = retry(selected)
+        retried = lifecycle.retry(selected)
         skipped = len(selected) - len(retried)
         self.message_user(request, f"{len(retried)} execution(s) retried.", messages.SUCCESS)
         if skipped:

@@ -4,6 +4,7 @@ import logging
 import os
 import sys
 import threading
+from typing import Any
 
 from django.apps import AppConfig
 
@@ -20,12 +21,30 @@ class I3TasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        # Imported here, not at the top: modules that define or use models can only be
+        # imported once the app registry is ready.
+        from . import (
+            checks,  # noqa: F401 - registers the system checks
+            execution,
+            logs,
+            outbox,
+        )
         from .registry import autodiscover
 
+        # The inline and recording outboxes run messages with the runner, which sits above
+        # them: it is handed over here rather than imported by them.
+        outbox.set_runner(execution.run_message)
+        logs.connect()
         autodiscover()
         if _is_serving():
             _provision_in_background()
+
+    def create_group(self, *, callback: Any = None, total_count: int) -> Any:
+        """What ``TaskGroup.create`` does: the model reaches the public API through the app
+        config, so the models module imports nothing above it."""
+        from .groups import create_group
+
+        return create_group(callback=callback, total_count=total_count)
 
 
 def _is_serving() -> bool:

@@ -27,10 +27,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare
 from google.auth.crypt import RSAVerifier
 
+from .conf import get_settings
+from .exceptions import (
+    AuthError,
+    BadHost,
+    CertificatesUnavailable,
+    Forbidden,
+    TokenError,
+    Unauthenticated,
+)
+
+__all__ = [
+    "CertificateCache", "CertificatesUnavailable", "TokenError", "authenticate_beat",
+    "authenticate_push", "check_header_token", "check_token", "verify_oidc_token",
+]
 logger = logging.getLogger(__name__)
 
 TOKEN_HEADER = "HTTP_X_I3TASKS_TOKEN"
@@ -54,55 +68,31 @@ _CERTS_MAX_BYTES = 1024 * 1024
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*(\d+)", re.IGNORECASE)
 
 
-def _denied(status: int, code: str, detail: str) -> JsonResponse:
-    from .views import error
-
-    return error(status, code, detail)
-
-
-def _unauthenticated(detail: str) -> JsonResponse:
-    response = _denied(401, "unauthenticated", detail)
-    response["WWW-Authenticate"] = "Bearer"
-    return response
-
-
 def check_header_token(
     request: HttpRequest, expected: str | None, header: str = TOKEN_HEADER
-) -> JsonResponse | None:
-    """None when ``expected`` is unset or the header matches it; else a 401/403 answer."""
+) -> None:
+    """Nothing when ``expected`` is unset or the header matches it; else ``Unauthenticated``
+    (no header) or ``Forbidden`` (a wrong one)."""
     if not expected:
-        return None
+        return
     name = _header_name(header)
     given = request.META.get(header)
     if not given:
-        return _denied(401, "unauthenticated", f"missing {name} header")
+        raise Unauthenticated(f"missing {name} header")
     if not constant_time_compare(given, expected):
-        return _denied(403, "forbidden", f"invalid {name}")
-    return None
+        raise Forbidden(f"invalid {name}")
 
 
 def _header_name(meta_key: str) -> str:
     return meta_key.removeprefix("HTTP_").replace("_", "-").title()
 
 
-def check_token(request: HttpRequest, expected: str | None) -> JsonResponse | None:
+def check_token(request: HttpRequest, expected: str | None) -> None:
     """Status and health endpoints: the ``X-I3Tasks-Token`` header."""
-    return check_header_token(request, expected, TOKEN_HEADER)
+    check_header_token(request, expected, TOKEN_HEADER)
 
 
 # --- OIDC ---------------------------------------------------------------------------------
-
-
-class TokenError(Exception):
-    """The bearer token is not acceptable; ``detail`` says why and never contains the token."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class CertificatesUnavailable(Exception):
-    """Google's signing certificates could not be fetched or parsed (a transient failure)."""
 
 
 @dataclass
@@ -295,16 +285,17 @@ def _oidc_emails(emails: Any) -> tuple[str, ...]:
     return tuple(emails)
 
 
-def _bearer_token(request: HttpRequest) -> str | JsonResponse:
-    """The token of ``Authorization: Bearer <token>``, or a 401 answer."""
+def _bearer_token(request: HttpRequest) -> str:
+    """The token of ``Authorization: Bearer <token>``; ``Unauthenticated`` without one."""
     value = request.META.get(AUTHORIZATION_HEADER, "")
     if not value:
-        return _unauthenticated("missing Authorization header (an OIDC bearer token)")
+        raise Unauthenticated("missing Authorization header (an OIDC bearer token)",
+                              bearer=True)
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer":
-        return _unauthenticated("Authorization scheme must be Bearer")
+        raise Unauthenticated("Authorization scheme must be Bearer", bearer=True)
     if not token.strip():
-        return _unauthenticated("Authorization header has an empty bearer token")
+        raise Unauthenticated("Authorization header has an empty bearer token", bearer=True)
     return token.strip()
 
 
@@ -315,64 +306,61 @@ def _expected_audience(request: HttpRequest, configured: str | None) -> str:
     return configured or request.build_absolute_uri()
 
 
-def verify_request_oidc(request: HttpRequest, endpoint: str) -> JsonResponse | None:
-    """None when the request carries a valid token of an allowed service account."""
-    from .conf import get_settings
-
+def verify_request_oidc(request: HttpRequest, endpoint: str) -> None:
+    """Nothing when the request carries a valid token of an allowed service account; else
+    ``Unauthenticated``, ``Forbidden`` (``TokenError``), ``BadHost`` or, when Google's
+    certificates cannot be had, ``CertificatesUnavailable`` (503: deliver again later)."""
     conf = get_settings()
     emails = _oidc_emails(conf.oidc_service_account_emails)
     token = _bearer_token(request)
-    if isinstance(token, JsonResponse):
-        return token
     try:
         audience = _expected_audience(request, conf.oidc_audience)
         verify_oidc_token(token, audience=audience, emails=emails,
                           certs_url=conf.oidc_certs_url)
     except DisallowedHost:
-        return _denied(400, "bad_host", "the Host header is not allowed")
+        raise BadHost("the Host header is not allowed") from None
     except CertificatesUnavailable as exc:
         logger.error("Cannot verify %s tokens: %s", endpoint, exc)
-        response = _denied(503, "auth_unavailable", "OIDC certificates are unavailable")
-        response["Retry-After"] = "10"
-        return response
+        raise CertificatesUnavailable("OIDC certificates are unavailable") from None
     except TokenError as exc:
         logger.warning("%s request refused: %s", endpoint.capitalize(), exc.detail)
-        return _denied(403, "forbidden", exc.detail)
-    return None
+        raise
 
 
-def authenticate_push(request: HttpRequest) -> JsonResponse | None:
-    """Push endpoint: None when the caller may push; else a 401/403/503 answer.
+def authenticate_push(request: HttpRequest) -> None:
+    """Push endpoint: nothing when the caller may push; else an ``AuthError``.
 
     Verification is on when ``oidc_service_account_emails`` is set. Without it the endpoint
     is open and relies on message signatures (see ``messages``) and network controls; the
     system check ``django_i3tasks.W001`` says so.
     """
-    from .conf import get_settings
-
-    if not get_settings().oidc_service_account_emails:
-        return None
-    return verify_request_oidc(request, "push")
+    if get_settings().oidc_service_account_emails:
+        verify_request_oidc(request, "push")
 
 
-def authenticate_beat(request: HttpRequest) -> JsonResponse | None:
+def authenticate_beat(request: HttpRequest) -> None:
     """Beat endpoint: the ``X-I3Tasks-Beat-Token`` secret or a valid OIDC token (Cloud
-    Scheduler can send either); open when neither ``beat_token`` nor OIDC is configured."""
-    from .conf import get_settings
-
+    Scheduler can send either); open when neither ``beat_token`` nor OIDC is configured.
+    Raises an ``AuthError`` when the caller may not call it."""
     conf = get_settings()
     secret, oidc = conf.beat_token, bool(conf.oidc_service_account_emails)
     if not secret and not oidc:
-        return None
+        return
     has_token = bool(request.META.get(AUTHORIZATION_HEADER))
     if secret and request.META.get(BEAT_TOKEN_HEADER):
-        denied = check_header_token(request, secret, BEAT_TOKEN_HEADER)
-        if denied is None or not (oidc and has_token):
-            return denied
+        try:
+            check_header_token(request, secret, BEAT_TOKEN_HEADER)
+            return
+        except AuthError:
+            if not (oidc and has_token):
+                raise
     if oidc and (has_token or not secret):
-        return verify_request_oidc(request, "beat")
+        verify_request_oidc(request, "beat")
+        return
     if not oidc:
-        return check_header_token(request, secret, BEAT_TOKEN_HEADER)
-    return _unauthenticated(
-        f"send the {_header_name(BEAT_TOKEN_HEADER)} header or an OIDC bearer token"
+        check_header_token(request, secret, BEAT_TOKEN_HEADER)
+        return
+    raise Unauthenticated(
+        f"send the {_header_name(BEAT_TOKEN_HEADER)} header or an OIDC bearer token",
+        bearer=True,
     )

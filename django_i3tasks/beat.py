@@ -28,8 +28,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from . import lifecycle, outbox
 from .conf import get_settings
-from .db import insert_new, update_returning
+from .db import insert_new
 from .models import ExecutionStatus, ScheduleSlot, TaskExecution, TaskExecutionTry, TryStatus
 from .registry import registry
 from .types import Schedule
@@ -55,6 +56,9 @@ class BeatReport:
     republished: int = 0
     #: Schedules whose latest slot this process already knows to be done (no query needed).
     unchanged: int = 0
+    #: Messages of this call that Pub/Sub did not confirm (the recovery sweep republishes
+    #: them after ``recovery_after_seconds``).
+    publish_failed: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +69,7 @@ class BeatReport:
             "unchanged": self.unchanged,
             "released": self.released,
             "republished": self.republished,
+            "publish_failed": self.publish_failed,
         }
 
 
@@ -129,8 +134,6 @@ def latest_slot(schedule: Schedule, at: datetime) -> datetime:
 
 def fire_schedules(at: datetime, report: BeatReport) -> None:
     """Claim and enqueue every due slot that no call has claimed before."""
-    from .dispatch import enqueue_calls
-
     conf = get_settings()
     oldest = at - timedelta(seconds=conf.beat_catch_up_seconds)
     due: dict[tuple[str, datetime], Schedule] = {}
@@ -166,7 +169,7 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
             else:
                 calls.append((task, schedule.args, schedule.kwargs))
                 entries.append((entry, uuids[(key, slot)]))
-        enqueue_calls(calls, uuids=[execution_uuid for _, execution_uuid in entries])
+        lifecycle.enqueue_calls(calls, uuids=[execution_uuid for _, execution_uuid in entries])
         done = {key: slot for key, slot in due}
         transaction.on_commit(lambda: _handled.update(done))
     for entry, execution_uuid in entries:
@@ -177,8 +180,6 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
 
 def release_due(now: datetime) -> int:
     """Publish the delayed executions whose time has come."""
-    from .dispatch import release
-
     ids = list(
         TaskExecution.objects.filter(status=ExecutionStatus.SCHEDULED, eta__lte=now)
         .order_by("eta")
@@ -187,13 +188,11 @@ def release_due(now: datetime) -> int:
     if not ids:
         return 0
     with transaction.atomic():
-        return len(release(ids))
+        return len(lifecycle.release(ids))
 
 
 def recover_lost(now: datetime) -> int:
     """Publish again the tries that should have started long ago (lost or dropped messages)."""
-    from .dispatch import message_for, send
-
     cutoff = now - timedelta(seconds=get_settings().recovery_after_seconds)
     stuck = (
         Q(status=TryStatus.QUEUED, not_before__lt=cutoff)
@@ -206,18 +205,7 @@ def recover_lost(now: datetime) -> int:
     )
     if not ids:
         return 0
-    with transaction.atomic():
-        tries = update_returning(
-            TaskExecutionTry.objects.filter(stuck, pk__in=ids),
-            ["id", "execution_id", "number"],
-            republished_at=now,
-        )
-        executions = TaskExecution.objects.in_bulk([execution_id for _, execution_id, _ in tries])
-        messages = [
-            message_for(executions[execution_id], TaskExecutionTry(pk=pk, number=number))
-            for pk, execution_id, number in tries
-        ]
-        send(messages)
+    messages = lifecycle.republish(TaskExecutionTry.objects.filter(stuck, pk__in=ids), now)
     for message in messages:
         logger.warning(
             "Beat republished try %s of %s (%s): it did not start within %s s",
@@ -236,7 +224,9 @@ def run_beat(schedule_time: datetime | None = None, now: datetime | None = None)
     now = now or timezone.now()
     at = schedule_time or now
     report = BeatReport(slot_time=at)
-    fire_schedules(at, report)
-    report.released = release_due(now)
-    report.republished = recover_lost(now)
+    with outbox.delivering() as delivery:
+        fire_schedules(at, report)
+        report.released = release_due(now)
+        report.republished = recover_lost(now)
+    report.publish_failed = delivery.failed
     return report

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, connections, router, transaction
 from django.db.models import QuerySet
@@ -21,7 +21,7 @@ def update_returning(queryset: QuerySet, returning: list[str], **values: Any) ->
     model = queryset.model
     convert = _converters(model, returning, connection)
     if connection.vendor in ("postgresql", "sqlite"):
-        query = queryset.query.chain(UpdateQuery)
+        query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
         query.add_update_values(values)
         sql, params = query.get_compiler(using).as_sql()
         if not sql:

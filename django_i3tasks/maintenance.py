@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
+from . import outbox
 from .conf import get_settings
 from .models import ExecutionStatus, ScheduleSlot, TaskExecution, TaskExecutionTry, TryStatus
 
@@ -24,6 +25,10 @@ class Health:
     stuck_running: int
     #: Executions that failed for good in the last hour.
     failed_last_hour: int
+    #: Publishes of this process that Pub/Sub did not confirm in the last hour (their tries
+    #: stay queued; the beat's recovery sweep publishes them again). Reported, but not counted
+    #: as unhealthy: restarting this instance would not make Pub/Sub reachable.
+    publish_failed_last_hour: int = 0
 
     @property
     def healthy(self) -> bool:
@@ -46,6 +51,7 @@ def health_report() -> Health:
         failed_last_hour=TaskExecution.objects.filter(
             status=ExecutionStatus.FAILED, finished_at__gte=now - timedelta(hours=1)
         ).count(),
+        publish_failed_last_hour=outbox.recent_failures(3600),
     )
 
 

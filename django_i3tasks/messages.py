@@ -13,10 +13,15 @@ import binascii
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core import signing
+
+from .exceptions import ArgumentsNotSerializable, InvalidMessage, PayloadTooLarge
+
+__all__ = ["InvalidMessage", "PushEnvelope", "TaskMessage", "parse_push_body"]
 
 FORMAT_VERSION = 1
 SIGNATURE_ATTRIBUTE = "i3sig"
@@ -24,7 +29,7 @@ TASK_ATTRIBUTE = "i3task"
 _SIGNING_SALT = "django_i3tasks.messages"
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.~+%-]{1,100}$")
-_FIELDS = {
+_FIELDS: dict[str, type | tuple[type, ...]] = {
     "v": int,
     "execution_id": int,
     "execution_uuid": str,
@@ -39,24 +44,54 @@ _FIELDS = {
 }
 
 
-class InvalidMessage(ValueError):
-    """A push body or task message that cannot be accepted.
-
-    ``code`` is a stable machine-readable reason; ``status`` is the HTTP status the push view
-    answers. Envelope errors cannot come from Pub/Sub, so they get a 4xx; errors inside a
-    well-formed envelope get 200 so that Pub/Sub drops the message instead of retrying it.
-    """
-
-    def __init__(self, code: str, detail: str, *, status: int = 400) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.status = status
-
-
 #: Largest value of a 64-bit signed id column, and of the try number (a small integer).
 _MAX_ID = 2**63 - 1
 _MAX_TRY_NUMBER = 32767
+
+
+def check_payload(
+    task_name: str, args: Sequence[Any], kwargs: dict[str, Any], limit: int
+) -> None:
+    """Check that a call fits in a message: ``ArgumentsNotSerializable`` naming the first
+    argument JSON cannot carry, ``PayloadTooLarge`` when its JSON is over ``limit`` bytes.
+
+    One ``json.dumps`` of the whole call in the usual case; the arguments are examined one by
+    one only to name the culprit when that fails.
+    """
+    for key in kwargs:
+        if not isinstance(key, str):
+            raise ArgumentsNotSerializable(
+                f"keyword argument names of {task_name} must be str, got {key!r}"
+            )
+    try:
+        size = len(json.dumps([list(args), kwargs], separators=(",", ":"), allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        named = [(f"positional argument {index}", value) for index, value in enumerate(args)]
+        named += [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
+        for what, value in named:
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ArgumentsNotSerializable(
+                    f"{what} of {task_name} is not JSON serializable "
+                    f"({type(value).__name__}): {exc}"
+                ) from None
+        raise
+    if size > limit:
+        raise PayloadTooLarge(
+            f"arguments of {task_name} are {size} bytes of JSON; the limit "
+            f"(I3TASKS.max_payload_bytes) is {limit}"
+        )
+
+
+def to_json_value(value: Any) -> tuple[Any, bool]:
+    """A task's return value as stored: itself when JSON can carry it, else its ``repr``
+    (second item True)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value), True
+    return value, False
 
 
 def _reject(code: str, detail: str) -> InvalidMessage:

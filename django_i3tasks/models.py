@@ -8,7 +8,9 @@ costs few writes; whether a try is running right now is on the try row.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+from django.apps import apps
 from django.db import models
 from django.utils import timezone
 
@@ -62,12 +64,16 @@ class TaskGroup(models.Model):
         return f"group {self.uuid} ({self.succeeded_count}/{self.total_count}, {self.status})"
 
     @classmethod
-    def create(cls, *, callback=None, total_count: int) -> TaskGroup:
+    def create(cls, *, callback: Any = None, total_count: int) -> TaskGroup:
         """Create a group of ``total_count`` members; ``callback`` is a task or a handle from
-        ``task.build_chain()``, run once when every member succeeded."""
-        from .groups import create_group
+        ``task.build_chain()``, run once when every member succeeded.
 
-        return create_group(callback=callback, total_count=total_count)
+        Served by ``django_i3tasks.groups.create_group`` through the app config, so this
+        module imports nothing above it.
+        """
+        config: Any = apps.get_app_config("django_i3tasks")
+        group: TaskGroup = config.create_group(callback=callback, total_count=total_count)
+        return group
 
 
 class TaskExecution(models.Model):

@@ -1,19 +1,17 @@
 """Pub/Sub clients: one publisher per process, and the subscriber/admin clients.
 
-The publisher batches (10 ms or 100 messages) and publishing never blocks the caller; failed
-publishes are logged, and the beat publishes again any try that stays queued too long. The
+The publisher batches (10 ms or 100 messages) and publishing never blocks the caller; what
+happens to a publish afterwards (waiting, logging a failure) is the outbox's business. The
 client is rebuilt after ``fork()`` (gunicorn ``--preload``): gRPC channels do not survive it.
 """
 
 from __future__ import annotations
 
-import atexit
+import functools
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager
 from typing import Any
 
 from .conf import PubSubConfig, pubsub_config
@@ -24,7 +22,6 @@ logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _publisher: Any = None
 _publisher_key: tuple[Any, ...] | None = None
-_local = threading.local()
 
 
 def _credentials(config: PubSubConfig) -> Any:
@@ -105,49 +102,29 @@ def bounded(timeout: float) -> dict[str, Any]:
     }
 
 
-def publish(queue: AnyQueue, data: bytes, attributes: dict[str, str]) -> futures.Future:
-    """Publish one message to the queue's topic; returns the client's future."""
-    future = publisher_client().publish(pubsub_config().topic_path(queue), data, **attributes)
-    future.add_done_callback(_log_failure)
-    pending = getattr(_local, "pending", None)
-    if pending is not None:
-        pending.append(future)
-    return future
+def publish(
+    queue: AnyQueue, data: bytes, attributes: dict[str, str], timeout: float
+) -> futures.Future:
+    """Publish one message to the queue's topic; returns the client's future, which fails
+    when Pub/Sub has not confirmed the message within ``timeout`` seconds (retries included:
+    the client's own default would keep trying for minutes against an unreachable server)."""
+    return publisher_client().publish(
+        pubsub_config().topic_path(queue), data, retry=_publish_retry(timeout),
+        timeout=timeout, **attributes,
+    )
 
 
-def _log_failure(future: futures.Future) -> None:
-    exc = future.exception()
-    if exc is not None:
-        logger.error(
-            "Publishing a task message failed (%s: %s); the beat will publish it again",
-            type(exc).__name__,
-            exc,
-        )
+@functools.lru_cache(maxsize=8)
+def _publish_retry(timeout: float) -> Any:
+    from google.api_core import exceptions, retry
 
-
-@contextmanager
-def tracked_publishes() -> Iterator[list[futures.Future]]:
-    """Collect the futures of what this thread publishes inside the block.
-
-    The push view waits for them before it answers: on Cloud Run the CPU may be throttled
-    once the response is sent, and a publish left in the batch would sit there.
-    """
-    outer = getattr(_local, "pending", None)
-    _local.pending = pending = []
-    try:
-        yield pending
-    finally:
-        _local.pending = outer
-        if outer is not None:
-            outer.extend(pending)
-
-
-def wait(pending: list[futures.Future], timeout: float = 30.0) -> bool:
-    """Wait for publishes; True when all succeeded within ``timeout``."""
-    if not pending:
-        return True
-    done, not_done = futures.wait(pending, timeout=timeout)
-    return not not_done and all(f.exception() is None for f in done)
+    return retry.Retry(
+        initial=0.1, maximum=5.0, multiplier=2.0, timeout=timeout,
+        predicate=retry.if_exception_type(
+            exceptions.Aborted, exceptions.DeadlineExceeded, exceptions.InternalServerError,
+            exceptions.ResourceExhausted, exceptions.ServiceUnavailable, exceptions.Unknown,
+        ),
+    )
 
 
 def _stop(client: Any) -> None:
@@ -175,4 +152,3 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
-atexit.register(flush)

@@ -99,6 +99,7 @@ class I3TasksSettings:
     default_queue: PushQueue
     other_queues: tuple[AnyQueue, ...] = ()
     schedules: tuple[Schedule, ...] = ()
+    #: ``.delay()`` runs the task inline at once (tests); the same as ``outbox="inline"``.
     force_sync: bool = False
     default_max_retries: int = 3
     run_queue_create_command_on_startup: bool = False
@@ -134,6 +135,14 @@ class I3TasksSettings:
     status_token: str | None = None
     #: ``i3tasks_clean`` deletes finished executions older than this.
     retention_days: int = 30
+    #: How messages leave: ``"pubsub"`` (publish after commit), ``"inline"`` (run at once in
+    #: this process, what ``force_sync=True`` does) or ``"recording"`` (keep them in
+    #: ``django_i3tasks.outbox.recording`` for tests; see ``django_i3tasks.testing``).
+    outbox: str = "pubsub"
+    #: A publish not confirmed by Pub/Sub within this many seconds counts as failed: it is
+    #: logged, counted by the beat and the health endpoint, and the recovery sweep publishes
+    #: the try again after ``recovery_after_seconds``.
+    publish_timeout_seconds: float = 30.0
 
     @property
     def queues(self) -> tuple[AnyQueue, ...]:

@@ -1,5 +1,8 @@
 """HTTP endpoints. Thin: parsing and answers here, the work in ``execution`` and friends.
 
+Errors raised as ``RequestRefused`` (authentication, invalid messages) become JSON answers
+with their status and code in ``endpoint``; no view builds an error answer for them.
+
 Every answer is JSON. The push view answers 2xx when Pub/Sub should forget the message (done,
 duplicate, failed for good, or a message that can never run) and non-2xx only when it should
 deliver it again (not due yet, running elsewhere, database unavailable).
@@ -17,11 +20,14 @@ from django.db import DatabaseError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import transport
-from .conf import get_settings
+from .auth import authenticate_beat, authenticate_push, check_token
+from .beat import parse_schedule_time, run_beat
+from .conf import get_queue, get_settings
+from .exceptions import InvalidMessage, RequestRefused
 from .execution import Outcome, OutcomeStatus, run_message
-from .messages import InvalidMessage, TaskMessage, parse_push_body
-from .models import TaskExecution
+from .maintenance import health_report
+from .messages import TaskMessage, parse_push_body
+from .models import ExecutionStatus, TaskExecution, TryStatus
 from .registry import registry
 from .types import PushQueue
 
@@ -29,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 def error(status: int, code: str, detail: str, **headers: str) -> JsonResponse:
+    """A JSON error answer; ``headers`` by name (``Retry_After`` or ``Retry-After``)."""
     kind = "rejected" if 200 <= status < 300 else "error"
     response = JsonResponse({"status": kind, "error": code, "detail": detail}, status=status)
     for name, value in headers.items():
@@ -49,6 +56,8 @@ def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
                              Allow=", ".join(methods))
             try:
                 return view(request, *args, **kwargs)
+            except RequestRefused as exc:
+                return error(exc.status, exc.code, exc.detail, **exc.headers)
             except ImproperlyConfigured as exc:
                 logger.error("django-i3tasks is misconfigured: %s", exc)
                 return error(503, "misconfigured", "django-i3tasks settings are invalid")
@@ -93,11 +102,7 @@ def outcome_response(outcome: Outcome) -> JsonResponse:
 @endpoint("POST")
 def push(request: HttpRequest) -> JsonResponse:
     """Pub/Sub push endpoint: run the try the message names."""
-    from .auth import authenticate_push
-
-    denied = authenticate_push(request)
-    if denied is not None:
-        return denied
+    authenticate_push(request)
     conf = get_settings()
     body = read_body(request, conf.max_push_body_bytes)
     if body is None:
@@ -108,9 +113,10 @@ def push(request: HttpRequest) -> JsonResponse:
         message = TaskMessage.decode(envelope.data, envelope.attributes)
     except InvalidMessage as exc:
         logger.warning("Push message refused (%s): %s", exc.code, exc.detail)
-        return error(exc.status, exc.code, exc.detail)
-    queue = next((q for q in conf.queues if q.queue_name == message.queue_name), None)
-    if queue is None:
+        raise
+    try:
+        queue = get_queue(message.queue_name)
+    except ImproperlyConfigured:
         return error(200, "unknown_queue", f"queue {message.queue_name!r} is not configured")
     if not isinstance(queue, PushQueue):
         return error(200, "pull_queue",
@@ -119,58 +125,39 @@ def push(request: HttpRequest) -> JsonResponse:
         logger.warning("Push message for unregistered task %s (execution %s)",
                        message.task_name, message.execution_uuid)
         return error(200, "unknown_task", f"task {message.task_name!r} is not registered")
-    with transport.tracked_publishes() as published:
-        outcome = run_message(message)
-    if published and not transport.wait(published):
-        logger.error("Publishing follow-up messages of %s failed; the beat will retry them",
-                     message.execution_uuid)
-    return outcome_response(outcome)
+    return outcome_response(run_message(message))
 
 
 @endpoint("POST")
 def beat(request: HttpRequest) -> JsonResponse:
     """Cloud Scheduler, every minute: due schedules, delayed tasks, lost-message recovery."""
-    from .auth import authenticate_beat
-    from .beat import parse_schedule_time, run_beat
-
-    denied = authenticate_beat(request)
-    if denied is not None:
-        return denied
+    authenticate_beat(request)
     header = request.headers.get("X-CloudScheduler-ScheduleTime")
     try:
         slot_time = parse_schedule_time(header) if header else None
     except ValueError as exc:
         return error(400, "invalid_schedule_time", str(exc))
-    with transport.tracked_publishes() as published:
-        report = run_beat(slot_time)
-    if published and not transport.wait(published):
-        logger.error("Beat: publishing %d message(s) failed; the next beat retries them",
-                     len(published))
-    return JsonResponse(report.as_json())
+    return JsonResponse(run_beat(slot_time).as_json())
 
 
 @endpoint("GET")
 def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
     """Status of one execution, its tries and its result."""
-    from .auth import check_token
-
-    denied = check_token(request, get_settings().status_token)
-    if denied is not None:
-        return denied
+    check_token(request, get_settings().status_token)
     try:
-        execution_uuid = UUID(execution_uuid)
+        wanted = UUID(execution_uuid)
     except ValueError:
         return error(400, "invalid_uuid", "the execution id must be a UUID")
     execution = (
-        TaskExecution.objects.filter(uuid=execution_uuid)
+        TaskExecution.objects.filter(uuid=wanted)
         .select_related("result", "group")
         .first()
     )
     if execution is None:
-        return error(404, "not_found", f"no execution {execution_uuid}")
+        return error(404, "not_found", f"no execution {wanted}")
     tries = list(execution.tries.order_by("number"))
     state = execution.status
-    if state == "pending" and tries and tries[-1].status == "running":
+    if state == ExecutionStatus.PENDING and tries and tries[-1].status == TryStatus.RUNNING:
         state = "running"
     result = getattr(execution, "result", None)
     return JsonResponse({
@@ -200,11 +187,6 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
 @endpoint("GET")
 def health(request: HttpRequest) -> JsonResponse:
     """Uptime check: 200 when no try is stuck, else 503 (counts in the body)."""
-    from .auth import check_token
-    from .maintenance import health_report
-
-    denied = check_token(request, get_settings().status_token)
-    if denied is not None:
-        return denied
+    check_token(request, get_settings().status_token)
     report = health_report()
     return JsonResponse(report.as_json(), status=200 if report.healthy else 503)

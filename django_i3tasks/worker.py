@@ -39,15 +39,19 @@ from collections import Counter
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, close_old_connections
 
 from . import transport
 from .conf import get_queue, get_settings, pubsub_config
-from .execution import OutcomeStatus, release_claim, run_message
+from .exceptions import WorkerError
+from .execution import run_message
+from .lifecycle import release_claim
 from .messages import InvalidMessage, TaskMessage
+from .outcome import OutcomeStatus
+from .provisioning import dead_letter_path
 from .registry import registry
 from .types import PullQueue
 
@@ -62,8 +66,11 @@ _DEADLINE_BOUNDS = (1, 600)
 JITTER = 0.1
 
 
-class WorkerError(Exception):
-    """The worker cannot start; the message says why and what to do."""
+class Output(Protocol):
+    """Where status lines go: a text stream, or a management command's ``stdout``."""
+
+    def write(self, text: str, /) -> Any: ...
+    def flush(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,7 @@ class _Running:
 class Worker:
     """One streaming-pull consumer of one pull queue; ``run()`` blocks until it stops."""
 
-    def __init__(self, options: WorkerOptions, out: TextIO | None = None) -> None:
+    def __init__(self, options: WorkerOptions, out: Output | None = None) -> None:
         if options.concurrency < 1:
             raise WorkerError("--concurrency must be at least 1")
         if options.grace_period < 0:
@@ -237,8 +244,7 @@ class Worker:
             self._running[message.ack_id] = running
         close_old_connections()
         try:
-            with transport.tracked_publishes() as published:
-                outcome = run_message(task_message, on_claim=running.claimed)
+            outcome = run_message(task_message, on_claim=running.claimed)
         except DatabaseError:
             logger.exception("Database error on %s (execution %s); redelivering in %s s",
                              task_message.task_name, task_message.execution_uuid,
@@ -246,9 +252,6 @@ class Worker:
             self.stats.add("error")
             self._redeliver(message, ERROR_REDELIVERY_SECONDS)
             return
-        if published and not transport.wait(published):
-            logger.error("Publishing follow-up messages of %s failed; the beat will retry them",
-                         task_message.execution_uuid)
         if outcome.ack:
             message.ack()
             self.stats.add(outcome.status.value)
@@ -278,8 +281,6 @@ class Worker:
                        self.queue.queue_name, code, detail,
                        f"; sending it to {topic}" if topic else "; dropping it")
         if topic:
-            from .provisioning import dead_letter_path
-
             attributes = {**dict(message.attributes), "i3tasks_poison": code,
                           "i3tasks_original_message_id": message.message_id}
             try:

@@ -41,6 +41,12 @@ fi
 step "ruff"
 .venv/bin/ruff check . || exit 1
 
+step "import layers (import-linter)"
+.venv/bin/lint-imports --no-cache || exit 1
+
+step "types (mypy)"
+.venv/bin/mypy || exit 1
+
 status=0
 for db in sqlite postgres; do
   step "pytest on $db"

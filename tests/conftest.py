@@ -95,13 +95,17 @@ def push_queue(pubsub: Any, live_server: Any, i3settings: Callable[..., Any]) ->
 
 
 @pytest.fixture
-def no_publish(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+def no_publish() -> Iterator[list[Any]]:
     """Collect the messages the code under test sends instead of publishing them."""
-    from django_i3tasks import dispatch
+    from django_i3tasks import outbox
+
+    class Collect(outbox.Outbox):
+        def send(self, messages: Any) -> None:
+            sent.extend(messages)
 
     sent: list[Any] = []
-    monkeypatch.setattr(dispatch, "send", sent.extend)
-    return sent
+    with outbox.use(Collect()):
+        yield sent
 
 
 def pull_messages(path: str, wait: float = 2.0) -> list[Any]:

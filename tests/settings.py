@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from typing import Any
 
 from django_i3tasks.types import I3TasksSettings, PullQueue, PushQueue
 
@@ -45,6 +46,7 @@ TEMPLATES = [
 ]
 
 TEST_DB = os.environ.get("I3TASKS_TEST_DB", "sqlite")
+DATABASES: dict[str, dict[str, Any]]
 if TEST_DB == "postgres":
     DATABASES = {
         "default": {

@@ -24,6 +24,7 @@ from django.test import RequestFactory
 from google.auth import crypt, jwt
 
 from django_i3tasks import auth
+from django_i3tasks.exceptions import AuthError
 from django_i3tasks.models import TaskExecution, TaskExecutionResult, TaskExecutionTry
 from tests.conftest import http, push_envelope
 from tests.testapp import tasks
@@ -431,10 +432,11 @@ def beat_request(path: str = BEAT_PATH, **headers: str) -> Any:
 
 
 def beat_answer(request: Any) -> tuple[int, str] | None:
-    denied = auth.authenticate_beat(request)
-    if denied is None:
-        return None
-    return denied.status_code, json.loads(denied.content)["error"]
+    try:
+        auth.authenticate_beat(request)
+    except AuthError as denied:
+        return denied.status, denied.code
+    return None
 
 
 def test_beat_is_open_when_nothing_is_configured(i3settings):
@@ -491,6 +493,7 @@ def test_beat_accepts_either_credential_when_both_are_configured(oidc, i3setting
     ]
     for headers, expected in cases:
         assert beat_answer(beat_request(**headers)) == expected, headers
-    denied = auth.authenticate_beat(beat_request())
-    assert denied is not None and b"X-I3Tasks-Beat-Token" in denied.content
-    assert b"OIDC" in denied.content
+    with pytest.raises(AuthError) as denied:
+        auth.authenticate_beat(beat_request())
+    assert "X-I3Tasks-Beat-Token" in denied.value.detail
+    assert "OIDC" in denied.value.detail

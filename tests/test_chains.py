@@ -157,7 +157,7 @@ def test_chain_end_to_end_in_order_and_redelivery_does_not_double(push_queue):
     wait_for(lambda: status(c) == ExecutionStatus.SUCCESS, timeout=30)
     assert ORDER == ["e2e-a", "e2e-b", "e2e-c"]
 
-    from django_i3tasks.dispatch import message_for
+    from django_i3tasks.lifecycle import message_for
 
     execution = TaskExecution.objects.get(pk=a.id)
     data, attributes = message_for(execution, execution.tries.get()).encode()

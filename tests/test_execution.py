@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_i3tasks.dispatch import message_for
 from django_i3tasks.execution import OutcomeStatus, backoff_seconds, run_message
+from django_i3tasks.lifecycle import message_for
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry, TryStatus
 from tests.testapp import tasks
 
@@ -91,7 +91,7 @@ def test_running_try_with_live_lease_is_not_run_again(no_publish):
 def test_expired_lease_is_taken_over_and_the_old_claim_cannot_finish(no_publish):
     """A worker died mid-task: after the lease the try runs again; the old claimant's late
     finish is refused because its claim token is stale."""
-    from django_i3tasks import execution
+    from django_i3tasks import lifecycle
 
     message = queued_message(tasks.add, 3, 3)
     TaskExecutionTry.objects.filter(pk=message.try_id).update(
@@ -102,8 +102,8 @@ def test_expired_lease_is_taken_over_and_the_old_claim_cannot_finish(no_publish)
     assert task_try.claims == 2
     import uuid
 
-    stale = execution._record_success(tasks.add, message,
-                                      uuid.UUID("00000000-0000-0000-0000-000000000001"), 6)
+    stale = lifecycle.record_success(message,
+                                     uuid.UUID("00000000-0000-0000-0000-000000000001"), 6)
     assert stale.status == OutcomeStatus.SUPERSEDED and not stale.ack
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from django_i3tasks import transport
-from django_i3tasks.dispatch import message_for
+from django_i3tasks.lifecycle import message_for
 from django_i3tasks.models import (
     ExecutionStatus,
     TaskExecution,

@@ -42,7 +42,7 @@ class OutputProcess:
             if found is not None:
                 return found
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"no {prefix!r} line from {self.process.args}:\n"
+                raise RuntimeError(f"no {prefix!r} line from {self.process.args!r}:\n"
                                    f"{self.output}")
             time.sleep(0.05)
 

@@ -36,16 +36,18 @@ class Command(BaseCommand):
                 return
 
     def _beat(self, minute: Any) -> None:
-        from django_i3tasks import transport
         from django_i3tasks.beat import run_beat
 
-        with transport.tracked_publishes() as published:
-            report = run_beat(minute)
-        transport.wait(published)
+        report = run_beat(minute)  # waits until its messages left (or failed to)
         self.stdout.write(
             f"{minute.isoformat()} enqueued {len(report.enqueued)}, "
             f"already done {len(report.skipped)}, delayed released {report.released}, "
-            f"republished {report.republished}"
+            f"republished {report.republished}, publish failed {report.publish_failed}"
         )
+        if report.publish_failed:
+            self.stderr.write(
+                f"  {report.publish_failed} message(s) could not be published (see the log); "
+                "their tries stay queued and the recovery sweep publishes them again"
+            )
         for entry in report.enqueued:
             self.stdout.write(f"  {entry['schedule']} @ {entry['slot']} -> {entry['execution']}")

@@ -1,0 +1,130 @@
+"""Every error django-i3tasks raises, under one base class: ``except I3TasksError`` catches
+them all.
+
+Errors that were raised as ``TypeError``/``ValueError`` before this module existed still
+subclass those, so ``except TypeError`` around ``.delay()`` keeps working. Errors that the
+HTTP endpoints answer (``RequestRefused`` and its subclasses) carry their HTTP status and a
+stable machine-readable ``code``; the views turn them into JSON answers, so the code that
+raises them (authentication, message parsing) never builds a response itself.
+"""
+
+from __future__ import annotations
+
+
+class I3TasksError(Exception):
+    """Base class of the package's errors."""
+
+
+# --- calling tasks ------------------------------------------------------------------------
+
+
+class TaskUsageError(I3TasksError, TypeError):
+    """A task API called the wrong way (a wrong type of argument or option)."""
+
+
+class ArgumentsNotSerializable(TaskUsageError):
+    """A task argument that JSON cannot carry; the message names the argument."""
+
+
+class InvalidTaskOption(I3TasksError, ValueError):
+    """A task option with a value of the right type but out of range (e.g. a naive eta)."""
+
+
+class PayloadTooLarge(InvalidTaskOption):
+    """The arguments of a call are larger than ``I3TASKS.max_payload_bytes``."""
+
+
+# --- HTTP answers -------------------------------------------------------------------------
+
+
+class RequestRefused(I3TasksError):
+    """A request one of the endpoints refuses; answered as JSON with ``status``.
+
+    ``code`` is stable and machine-readable, ``detail`` is for people, ``headers`` go into
+    the answer (``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = dict(headers or {})
+
+
+class InvalidMessage(RequestRefused, ValueError):
+    """A push body or task message that cannot be accepted.
+
+    Envelope errors cannot come from Pub/Sub, so they get a 4xx; errors inside a well-formed
+    envelope get 200 so that Pub/Sub drops the message instead of retrying it.
+    """
+
+    def __init__(self, code: str, detail: str, *, status: int = 400) -> None:
+        super().__init__(detail, code=code, status=status)
+
+
+class AuthError(RequestRefused):
+    """A caller that may not use an endpoint (or cannot be checked right now)."""
+
+
+class Unauthenticated(AuthError):
+    """No credentials, or credentials of the wrong kind: 401."""
+
+    status = 401
+    code = "unauthenticated"
+
+    def __init__(self, detail: str, *, bearer: bool = False) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"} if bearer else None)
+
+
+class Forbidden(AuthError):
+    """Credentials that are present but wrong: 403."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TokenError(Forbidden):
+    """An OIDC bearer token that is not acceptable; ``detail`` says why and never contains
+    the token."""
+
+
+class BadHost(AuthError):
+    """The Host header is not in ``ALLOWED_HOSTS`` (the token audience cannot be built)."""
+
+    status = 400
+    code = "bad_host"
+
+
+class CertificatesUnavailable(AuthError):
+    """Google's signing certificates could not be fetched or parsed (a transient failure):
+    503, so Pub/Sub delivers again later."""
+
+    status = 503
+    code = "auth_unavailable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "10"})
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+class WorkerError(I3TasksError):
+    """The pull worker cannot start; the message says why and what to do."""
+
+
+class InlineRunnerMissing(I3TasksError, RuntimeError):
+    """``force_sync`` (or a test recorder) wants to run a message before Django is ready."""

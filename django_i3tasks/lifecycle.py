@@ -1,0 +1,644 @@
+"""The state machine of executions, tries and groups: the only code that writes a status.
+
+Every transition is one conditional write (an ``UPDATE ... WHERE status = ...``, a unique row,
+or an ``UPDATE ... RETURNING`` that reads what it changed), so a duplicate, late or concurrent
+delivery finds nothing left to change and changes nothing:
+
+- **enqueue** writes an execution: *pending* with its first try (and a message), *scheduled*
+  (``countdown``/``eta``, released by the beat) or *waiting* (a chain step, a group callback);
+- **release** moves waiting/scheduled executions to pending and sends their first try, once;
+- **claim** moves a due, queued try (or a running one whose lease expired) to running, under a
+  fresh claim token; only the holder of the token can record the try;
+- **record_success** / **record_failure** finish the try in one transaction with everything
+  that follows: the result, the execution's end, the next chain steps (released or skipped),
+  the group count, ``on_success``, or the next try with its backoff;
+- **release_claim** gives an unfinished try back (a worker stopping), **retry** reopens failed
+  executions (the admin action);
+- **create_group**, **member_succeeded**, **member_failed**: a group's callback is released by
+  the one transaction that counts its last member.
+
+Messages go to the outbox (``outbox.send``), which publishes them after the transaction
+commits. Signals (``signals``) follow the transitions, so they fire once per change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import traceback
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from django.db import transaction
+from django.db.models import Case, F, Max, Q, QuerySet, Value, When
+from django.utils import timezone
+
+from . import outbox, signals
+from .conf import get_queue, get_settings
+from .db import update_returning
+from .exceptions import InvalidTaskOption, TaskUsageError
+from .messages import TaskMessage, check_payload, to_json_value
+from .models import (
+    ExecutionStatus,
+    GroupStatus,
+    TaskExecution,
+    TaskExecutionResult,
+    TaskExecutionTry,
+    TaskGroup,
+    TryStatus,
+)
+from .outcome import Outcome, OutcomeStatus
+from .registry import registry
+
+if TYPE_CHECKING:
+    from .task import Task
+
+logger = logging.getLogger(__name__)
+
+_MAX_TRACEBACK = 64 * 1024
+_MAX_ERROR_MESSAGE = 8 * 1024
+#: Rows per INSERT statement of the bulk paths.
+BULK_BATCH = 500
+#: Columns a message needs, read back by the UPDATE that releases an execution.
+_MESSAGE_FIELDS = [
+    "id", "uuid", "task_name", "queue_name", "args", "kwargs", "max_retries", "group_id",
+]
+_RELEASABLE = [ExecutionStatus.WAITING, ExecutionStatus.SCHEDULED]
+#: The enum member, typed as the ``str`` it is (django-stubs types tuple-valued members as
+#: tuples).
+_PENDING = cast(str, ExecutionStatus.PENDING)
+
+
+def message_for(execution: TaskExecution, task_try: TaskExecutionTry) -> TaskMessage:
+    """The message of one try of an execution."""
+    return TaskMessage(
+        execution_id=execution.pk,
+        execution_uuid=execution.uuid,
+        try_id=task_try.pk,
+        try_number=task_try.number,
+        task_name=execution.task_name,
+        queue_name=execution.queue_name,
+        args=list(execution.args),
+        kwargs=dict(execution.kwargs),
+        max_retries=execution.max_retries,
+        group_id=execution.group_id,
+    )
+
+
+def validate_arguments(task_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """``ArgumentsNotSerializable`` (a ``TypeError``) naming the first argument JSON cannot
+    carry, ``PayloadTooLarge`` (a ``ValueError``) past ``I3TASKS.max_payload_bytes``."""
+    check_payload(task_name, args, kwargs, get_settings().max_payload_bytes)
+
+
+# --- enqueue and release ----------------------------------------------------------------
+
+
+def enqueue(
+    task: Task,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    *,
+    group: TaskGroup | None = None,
+    queue_name: str | None = None,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+    previous: TaskExecution | None = None,
+    dispatch: bool = True,
+) -> TaskExecution:
+    """Write an execution (and its first try when it is dispatched now) and send it.
+
+    ``dispatch=False`` writes a *waiting* execution (chain step, group callback);
+    ``countdown``/``eta`` write a *scheduled* one that the beat releases when due.
+    """
+    if group is not None and not isinstance(group, TaskGroup):
+        raise TaskUsageError(f"__i3group__ must be a TaskGroup, got {type(group).__name__}")
+    if countdown is not None and eta is not None:
+        raise TaskUsageError("give countdown or eta, not both")
+    if eta is not None and timezone.is_naive(eta):
+        raise InvalidTaskOption("eta must be an aware datetime")
+    validate_arguments(task.name, args, kwargs)
+    queue = get_queue(queue_name or task.effective_queue_name)
+    if countdown is not None:
+        eta = timezone.now() + timedelta(seconds=countdown)
+    if not dispatch or previous is not None:
+        status = ExecutionStatus.WAITING
+    elif eta is not None and eta > timezone.now():
+        status = ExecutionStatus.SCHEDULED
+    else:
+        status = ExecutionStatus.PENDING
+    sink = outbox.get_outbox()
+    with transaction.atomic(savepoint=False):
+        execution = TaskExecution.objects.create(
+            task_name=task.name,
+            queue_name=queue.queue_name,
+            args=list(args),
+            kwargs=dict(kwargs),
+            status=status,
+            max_retries=task.effective_max_retries,
+            eta=eta,
+            previous=previous,
+            group=group,
+        )
+        if status == ExecutionStatus.PENDING:
+            first_try = TaskExecutionTry.objects.create(execution=execution, number=1)
+            _announce([execution], sink)
+            sink.send([message_for(execution, first_try)])
+        elif status == ExecutionStatus.SCHEDULED:
+            sink.scheduled(outbox.Recorded(
+                task_name=task.name, queue_name=queue.queue_name, args=list(args),
+                kwargs=dict(kwargs), execution_id=execution.pk, execution_uuid=execution.uuid,
+                group_id=execution.group_id, try_number=None, eta=eta,
+            ))
+    if status == ExecutionStatus.PENDING and isinstance(sink, outbox.InlineOutbox):
+        execution.refresh_from_db()  # it ran inline: show its final status
+    return execution
+
+
+def enqueue_calls(
+    calls: Sequence[tuple[Task, Sequence[Any], dict[str, Any]]],
+    *,
+    group: TaskGroup | None = None,
+    queue_name: str | None = None,
+    uuids: Sequence[uuid.UUID] | None = None,
+) -> list[TaskExecution]:
+    """Write and send calls of any tasks in bulk (fan-out, beat schedules): two INSERTs per
+    ``BULK_BATCH`` calls, one batched publish.
+
+    Every call is validated before anything is written, so a bad argument in call 700 writes
+    nothing. ``uuids`` gives the executions' uuids when the caller recorded them beforehand
+    (the beat's slot rows).
+    """
+    if group is not None and not isinstance(group, TaskGroup):
+        raise TaskUsageError(f"group must be a TaskGroup, got {type(group).__name__}")
+    calls = [(task, list(args), dict(kwargs)) for task, args, kwargs in calls]
+    for index, (task, args, kwargs) in enumerate(calls):
+        try:
+            validate_arguments(task.name, args, kwargs)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"call {index}: {exc}") from None
+    queues = {
+        task.name: get_queue(queue_name or task.effective_queue_name).queue_name
+        for task, _, _ in calls
+    }
+    sink = outbox.get_outbox()
+    with transaction.atomic(savepoint=False):
+        executions = TaskExecution.objects.bulk_create(
+            [
+                TaskExecution(
+                    task_name=task.name, queue_name=queues[task.name], args=args,
+                    kwargs=kwargs, status=_PENDING,
+                    max_retries=task.effective_max_retries, group=group,
+                    **({"uuid": uuids[index]} if uuids is not None else {}),
+                )
+                for index, (task, args, kwargs) in enumerate(calls)
+            ],
+            batch_size=BULK_BATCH,
+        )
+        tries = TaskExecutionTry.objects.bulk_create(
+            [TaskExecutionTry(execution=execution, number=1) for execution in executions],
+            batch_size=BULK_BATCH,
+        )
+        _announce(executions, sink)
+        sink.send([message_for(e, t) for e, t in zip(executions, tries, strict=True)])
+    if isinstance(sink, outbox.InlineOutbox):
+        for execution in executions:
+            execution.refresh_from_db(fields=["status", "finished_at"])
+    return executions
+
+
+def release(executions: Iterable[int] | QuerySet[TaskExecution]) -> list[TaskExecution]:
+    """Dispatch waiting or scheduled executions, each exactly once.
+
+    ``executions`` is a queryset or ids. The status moves from waiting/scheduled to pending in
+    one conditional ``UPDATE ... RETURNING``, so two processes releasing the same step (a
+    chain's previous step finishing while ``.then()`` adds it, two beat calls) dispatch it
+    once. Several rows are locked in primary-key order first, so concurrent releases of
+    overlapping sets cannot deadlock.
+    """
+    ids = None if isinstance(executions, QuerySet) else list(executions)
+    queryset = (
+        executions if isinstance(executions, QuerySet) else TaskExecution.objects.filter(pk__in=ids)
+    ).filter(status__in=_RELEASABLE)
+    with transaction.atomic(savepoint=False):
+        if not (ids is not None and len(ids) == 1):
+            pks = list(queryset.select_for_update().order_by("pk").values_list("pk", flat=True))
+            if not pks:
+                return []
+            queryset = TaskExecution.objects.filter(pk__in=pks, status__in=_RELEASABLE)
+        released = update_returning(queryset, _MESSAGE_FIELDS, status=ExecutionStatus.PENDING)
+        rows = _rows(released)
+        if not rows:
+            return []
+        _send_first_tries(rows, [1] * len(rows))
+    return rows
+
+
+def _rows(returned: list[tuple]) -> list[TaskExecution]:
+    return [
+        TaskExecution(status=_PENDING, **dict(zip(_MESSAGE_FIELDS, row, strict=True)))
+        for row in returned
+    ]
+
+
+def _send_first_tries(rows: list[TaskExecution], numbers: list[int]) -> None:
+    """Write the tries numbered ``numbers`` of just-(re)opened executions and send them."""
+    tries = TaskExecutionTry.objects.bulk_create(
+        [TaskExecutionTry(execution=row, number=n) for row, n in zip(rows, numbers, strict=True)]
+    )
+    sink = outbox.get_outbox()
+    _announce(rows, sink)
+    sink.send([message_for(row, task_try) for row, task_try in zip(rows, tries, strict=True)])
+
+
+def _announce(executions: Sequence[TaskExecution], sink: outbox.Outbox) -> None:
+    """``task_enqueued`` for each execution, after commit (at once for the inline outbox,
+    which runs them before the commit)."""
+    if not signals.task_enqueued.has_listeners():
+        return
+
+    def send() -> None:
+        for execution in executions:
+            signals.task_enqueued.send(
+                sender=registry.get(execution.task_name),
+                execution_uuid=execution.uuid, execution_id=execution.pk,
+                task_name=execution.task_name, queue_name=execution.queue_name,
+                group_id=execution.group_id,
+            )
+
+    if isinstance(sink, outbox.InlineOutbox):
+        send()
+    else:
+        transaction.on_commit(send)
+
+
+def retry(executions: Iterable[int] | QuerySet[TaskExecution]) -> list[TaskExecution]:
+    """Run failed executions once more (the admin's "retry" action).
+
+    Each gets one new try; steps that were skipped because it failed wait for it again. A
+    failed group stays failed: its callback was given up when the member failed.
+    """
+    queryset = (
+        executions if isinstance(executions, QuerySet)
+        else TaskExecution.objects.filter(pk__in=list(executions))
+    )
+    with transaction.atomic():
+        pks = list(
+            queryset.filter(status=ExecutionStatus.FAILED)
+            .select_for_update()
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        reopened = update_returning(
+            TaskExecution.objects.filter(pk__in=pks, status=ExecutionStatus.FAILED),
+            _MESSAGE_FIELDS,
+            status=ExecutionStatus.PENDING,
+            finished_at=None,
+        )
+        rows = _rows(reopened)
+        last = dict(
+            TaskExecutionTry.objects.filter(execution_id__in=[r.pk for r in rows])
+            .values("execution_id")
+            .annotate(last=Max("number"))
+            .values_list("execution_id", "last")
+        )
+        unskip_after([row.pk for row in rows])
+        if rows:
+            _send_first_tries(rows, [last.get(row.pk, 0) + 1 for row in rows])
+    return rows
+
+
+def republish(tries: QuerySet[TaskExecutionTry], now: datetime) -> list[TaskMessage]:
+    """Send the messages of ``tries`` again (lost-message recovery) and mark them
+    republished at ``now``. Claiming is idempotent, so this never runs a try twice."""
+    with transaction.atomic():
+        marked = update_returning(tries, ["id", "execution_id", "number"], republished_at=now)
+        executions = TaskExecution.objects.in_bulk([execution_id for _, execution_id, _ in marked])
+        messages = [
+            message_for(executions[execution_id], TaskExecutionTry(pk=pk, number=number))
+            for pk, execution_id, number in marked
+        ]
+        outbox.send(messages)
+    return messages
+
+
+# --- chains -------------------------------------------------------------------------------
+
+
+def add_step(previous: TaskExecution, task: Task, args: Sequence[Any],
+             kwargs: dict[str, Any]) -> TaskExecution:
+    """Write ``task(*args, **kwargs)`` to run after ``previous`` succeeded.
+
+    The step is written *waiting* under the previous execution's row lock (``has_next`` is
+    set by the same ``UPDATE``). Whoever comes second releases it: this call when the
+    previous step already succeeded, else the finishing previous step. So a step is neither
+    lost nor dispatched twice.
+    """
+    with transaction.atomic():
+        rows = update_returning(
+            TaskExecution.objects.filter(pk=previous.pk), ["status"], has_next=True
+        )
+        if not rows:
+            raise TaskExecution.DoesNotExist(f"execution {previous.uuid} no longer exists")
+        (status,) = rows[0]
+        step = enqueue(task, args, kwargs, previous=previous)
+        if status == ExecutionStatus.SUCCESS:
+            release([step.pk])
+            step.refresh_from_db(fields=["status"])
+        elif status in (ExecutionStatus.FAILED, ExecutionStatus.SKIPPED):
+            skip([step.pk])
+            step.status = cast(str, ExecutionStatus.SKIPPED)
+    return step
+
+
+def release_next(execution_id: int) -> None:
+    """Dispatch the steps waiting for ``execution_id`` (it just succeeded)."""
+    release(
+        TaskExecution.objects.filter(previous_id=execution_id, status=ExecutionStatus.WAITING)
+    )
+
+
+def skip_after(execution_id: int) -> None:
+    """Record every step after a failed one as never run."""
+    skip(
+        TaskExecution.objects.filter(
+            previous_id=execution_id, status=ExecutionStatus.WAITING
+        ).values_list("pk", flat=True)
+    )
+
+
+def skip(execution_ids: Iterable[int]) -> None:
+    ids = list(execution_ids)
+    while ids:
+        TaskExecution.objects.filter(pk__in=ids, status=ExecutionStatus.WAITING).update(
+            status=ExecutionStatus.SKIPPED
+        )
+        ids = list(
+            TaskExecution.objects.filter(
+                previous_id__in=ids, status=ExecutionStatus.WAITING
+            ).values_list("pk", flat=True)
+        )
+
+
+def unskip_after(execution_ids: list[int]) -> None:
+    """Steps skipped after these executions wait for them again (they are being retried)."""
+    ids = list(execution_ids)
+    while ids:
+        ids = list(
+            TaskExecution.objects.filter(
+                previous_id__in=ids, status=ExecutionStatus.SKIPPED
+            ).values_list("pk", flat=True)
+        )
+        TaskExecution.objects.filter(pk__in=ids).update(status=ExecutionStatus.WAITING)
+
+
+# --- groups -------------------------------------------------------------------------------
+
+
+def create_group(callback: TaskExecution | None, total_count: int) -> TaskGroup:
+    """A group of ``total_count`` members whose ``callback`` (a waiting execution) is released
+    once all of them succeeded; at once when there are none."""
+    if callback is not None and callback.status != ExecutionStatus.WAITING:
+        raise InvalidTaskOption(
+            "a group callback must not be dispatched yet: use build_chain()"
+        )
+    with transaction.atomic():
+        group = TaskGroup.objects.create(total_count=total_count, callback=callback)
+        if total_count == 0:
+            updated = TaskGroup.objects.filter(pk=group.pk, status=GroupStatus.PENDING).update(
+                status=GroupStatus.SUCCESS, finished_at=timezone.now()
+            )
+            if updated and callback is not None:
+                release([callback.pk])
+            group.refresh_from_db()
+    return group
+
+
+def member_succeeded(group_id: int) -> None:
+    """Count one member; the update that counts the last one also marks the group succeeded,
+    and only that transaction releases the callback."""
+    last = Q(succeeded_count=F("total_count") - 1)
+    rows = update_returning(
+        TaskGroup.objects.filter(pk=group_id, status=GroupStatus.PENDING),
+        ["status", "callback_id"],
+        succeeded_count=F("succeeded_count") + 1,
+        status=Case(When(last, then=Value(GroupStatus.SUCCESS)), default=F("status")),
+        finished_at=Case(When(last, then=Value(timezone.now())), default=F("finished_at")),
+    )
+    if rows and rows[0][0] == GroupStatus.SUCCESS and rows[0][1] is not None:
+        release([rows[0][1]])
+
+
+def member_failed(group_id: int) -> None:
+    """A member failed for good: the group fails and its callback never runs."""
+    rows = update_returning(
+        TaskGroup.objects.filter(pk=group_id, status=GroupStatus.PENDING),
+        ["callback_id"],
+        status=GroupStatus.FAILED,
+        failed_count=F("failed_count") + 1,
+        finished_at=timezone.now(),
+    )
+    if rows and rows[0][0] is not None:
+        skip([rows[0][0]])
+    elif not rows:
+        TaskGroup.objects.filter(pk=group_id).update(failed_count=F("failed_count") + 1)
+
+
+# --- running a try ------------------------------------------------------------------------
+
+
+def claim(message: TaskMessage) -> uuid.UUID | Outcome:
+    """Claim the try ``message`` names: its claim token, or the outcome saying why not.
+
+    Only a queued try whose backoff has passed, or a running try whose lease expired (its
+    worker died), can be claimed; one conditional ``UPDATE`` decides, so of concurrent
+    deliveries exactly one gets the token.
+    """
+    now = timezone.now()
+    token = uuid.uuid4()
+    claimed = (
+        TaskExecutionTry.objects.filter(
+            Q(status=TryStatus.QUEUED, not_before__lte=now)
+            | Q(status=TryStatus.RUNNING, lease_expires_at__lt=now),
+            pk=message.try_id,
+            execution_id=message.execution_id,
+            number=message.try_number,
+        ).update(
+            status=TryStatus.RUNNING,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=get_settings().lease_seconds),
+            claim_token=token,
+            claims=F("claims") + 1,
+        )
+    )
+    if not claimed:
+        return _unclaimed(message, now)
+    if signals.task_started.has_listeners():
+        signals.task_started.send(
+            sender=registry.get(message.task_name), **_event(message),
+        )
+    return token
+
+
+def _event(message: TaskMessage) -> dict[str, Any]:
+    return {
+        "execution_uuid": message.execution_uuid, "execution_id": message.execution_id,
+        "task_name": message.task_name, "queue_name": message.queue_name,
+        "try_number": message.try_number,
+    }
+
+
+def _outcome(message: TaskMessage, status: OutcomeStatus, ack: bool, **extra: Any) -> Outcome:
+    return Outcome(
+        status, ack=ack, execution_uuid=message.execution_uuid,
+        try_number=message.try_number, **extra,
+    )
+
+
+def _unclaimed(message: TaskMessage, now: datetime) -> Outcome:
+    """Why a try could not be claimed (reads only; this is the rare path)."""
+    row = (
+        TaskExecutionTry.objects.filter(
+            pk=message.try_id,
+            execution_id=message.execution_id,
+            number=message.try_number,
+            execution__uuid=message.execution_uuid,
+        )
+        .values("status", "not_before", "lease_expires_at")
+        .first()
+    )
+    if row is None:
+        return _outcome(message, OutcomeStatus.UNKNOWN, True, detail="no such try")
+    if row["status"] in (TryStatus.SUCCESS, TryStatus.FAILED):
+        return _outcome(message, OutcomeStatus.DUPLICATE, True, detail=f"try {row['status']}")
+    if row["status"] == TryStatus.QUEUED and row["not_before"] > now:
+        wait = (row["not_before"] - now).total_seconds()
+        return _outcome(message, OutcomeStatus.NOT_DUE, False, retry_after=wait)
+    lease = row["lease_expires_at"]
+    wait = max(0.0, (lease - now).total_seconds()) if lease else 0.0
+    return _outcome(message, OutcomeStatus.RUNNING, False, retry_after=wait)
+
+
+def release_claim(try_id: int, token: uuid.UUID) -> bool:
+    """Give a claimed, unfinished try back: queued and due, so its redelivered message runs
+    it at once instead of waiting for the lease to expire. True when it was still ours."""
+    return bool(
+        TaskExecutionTry.objects.filter(
+            pk=try_id, claim_token=token, status=TryStatus.RUNNING
+        ).update(status=TryStatus.QUEUED, lease_expires_at=None, not_before=timezone.now())
+    )
+
+
+def _finish_try(message: TaskMessage, token: uuid.UUID, **values: Any) -> bool:
+    return bool(
+        TaskExecutionTry.objects.filter(
+            pk=message.try_id, claim_token=token, status=TryStatus.RUNNING
+        ).update(finished_at=timezone.now(), lease_expires_at=None, **values)
+    )
+
+
+def record_success(
+    message: TaskMessage, token: uuid.UUID, value: Any, *,
+    on_success: Task | None = None, duration: float = 0.0,
+) -> Outcome:
+    """Record a successful try and what follows it, in one transaction."""
+    stored, is_repr = to_json_value(value)
+    with transaction.atomic():
+        if not _finish_try(message, token, status=TryStatus.SUCCESS):
+            return _superseded(message)
+        TaskExecutionResult.objects.create(
+            execution_id=message.execution_id,
+            task_try_id=message.try_id,
+            value=stored,
+            is_repr=is_repr,
+        )
+        rows = update_returning(
+            TaskExecution.objects.filter(pk=message.execution_id, status=ExecutionStatus.PENDING),
+            ["has_next"],
+            status=ExecutionStatus.SUCCESS,
+            finished_at=timezone.now(),
+        )
+        if rows:
+            if rows[0][0]:
+                release_next(message.execution_id)
+            if message.group_id is not None:
+                member_succeeded(message.group_id)
+            if on_success is not None:
+                enqueue(on_success, [stored], {})
+        _finished(message, OutcomeStatus.SUCCESS, duration, return_value=stored)
+    return _outcome(message, OutcomeStatus.SUCCESS, True)
+
+
+def _superseded(message: TaskMessage) -> Outcome:
+    logger.warning(
+        "Try %s of %s (%s) was taken over by another delivery while it ran; "
+        "its outcome is not recorded",
+        message.try_number, message.execution_uuid, message.task_name,
+    )
+    return _outcome(message, OutcomeStatus.SUPERSEDED, False)
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """The error columns of a failed try: type, message and traceback, bounded."""
+    error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {
+        "error_type": error_type[:255],
+        "error_message": str(exc)[:_MAX_ERROR_MESSAGE],
+        "traceback": formatted[-_MAX_TRACEBACK:],
+    }
+
+
+def record_failure(
+    message: TaskMessage, token: uuid.UUID, exc: BaseException, *,
+    retry_in: float | None, duration: float = 0.0,
+) -> Outcome:
+    """Record a failed try: with ``retry_in`` seconds, write the next try (due then) and send
+    its message; with ``None``, fail the execution for good (chain rest skipped, group
+    failed). One transaction."""
+    error = error_fields(exc)
+    with transaction.atomic():
+        if not _finish_try(message, token, status=TryStatus.FAILED, **error):
+            return _superseded(message)
+        if retry_in is not None:
+            next_try = TaskExecutionTry.objects.create(
+                execution_id=message.execution_id,
+                number=message.try_number + 1,
+                not_before=timezone.now() + timedelta(seconds=retry_in),
+            )
+            outbox.send([dataclasses.replace(
+                message, try_id=next_try.pk, try_number=next_try.number
+            )])
+            status = OutcomeStatus.RETRY
+        else:
+            rows = update_returning(
+                TaskExecution.objects.filter(
+                    pk=message.execution_id, status=ExecutionStatus.PENDING
+                ),
+                ["has_next"],
+                status=ExecutionStatus.FAILED,
+                finished_at=timezone.now(),
+            )
+            if rows and rows[0][0]:
+                skip_after(message.execution_id)
+            if rows and message.group_id is not None:
+                member_failed(message.group_id)
+            status = OutcomeStatus.FAILED
+        _finished(message, status, duration, error_type=error["error_type"],
+                  error_message=error["error_message"], retry_in=retry_in)
+    if status == OutcomeStatus.RETRY:
+        return _outcome(message, status, True, retry_after=retry_in, detail=error["error_type"])
+    return _outcome(message, status, True, detail=error["error_type"])
+
+
+def _finished(message: TaskMessage, status: OutcomeStatus, duration: float, *,
+              error_type: str = "", error_message: str = "", retry_in: float | None = None,
+              return_value: Any = None) -> None:
+    if signals.task_finished.has_listeners():
+        signals.task_finished.send(
+            sender=registry.get(message.task_name), **_event(message), status=status.value,
+            duration=duration, error_type=error_type, error_message=error_message,
+            retry_in=retry_in, return_value=return_value,
+        )

@@ -1,0 +1,29 @@
+"""Signals where projects hook in (Sentry, metrics, audit logs) without patching the package.
+
+Each is sent with the ``Task`` as ``sender`` (``None`` when the task is not registered in this
+process), so ``@receiver(task_finished, sender=my_task)`` listens to one task only.
+
+- ``task_enqueued``: an execution was handed to the transport (after the transaction that
+  wrote it committed): at ``.delay()``, or when a chain step, a group callback or a delayed
+  task is released. Once per execution. Keyword arguments: ``execution_uuid``,
+  ``execution_id``, ``task_name``, ``queue_name``, ``group_id``.
+- ``task_started``: a try was claimed and is about to run: once per claim (a try runs again
+  only when its worker died and its lease expired). ``execution_uuid``, ``execution_id``,
+  ``task_name``, ``queue_name``, ``try_number``.
+- ``task_finished``: a try's outcome was recorded, inside the recording transaction (a
+  receiver that writes to the database writes atomically with it; one that raises rolls the
+  outcome back, so keep receivers short and careful). ``execution_uuid``, ``execution_id``,
+  ``task_name``, ``queue_name``, ``try_number``, ``status`` (``"success"``,
+  ``"retry_scheduled"`` or ``"failed"``), ``duration`` (seconds), ``error_type`` and
+  ``error_message`` (empty on success), ``retry_in`` (seconds, on ``"retry_scheduled"``).
+
+Duplicate deliveries send nothing: signals follow the state changes, which happen once.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+task_enqueued = Signal()
+task_started = Signal()
+task_finished = Signal()
