@@ -88,7 +88,14 @@ def _header_name(meta_key: str) -> str:
 
 
 def check_token(request: HttpRequest, expected: str | None) -> None:
-    """Status and health endpoints: the ``X-I3Tasks-Token`` header."""
+    """Status and health endpoints: the ``X-I3Tasks-Token`` header, or (as 0.1 sent it)
+    ``Authorization: Bearer <token>``. Never a query string: it ends up in access logs."""
+    if not expected:
+        return
+    scheme, _, bearer = request.META.get(AUTHORIZATION_HEADER, "").strip().partition(" ")
+    if (not request.META.get(TOKEN_HEADER) and scheme.lower() == "bearer"
+            and constant_time_compare(bearer.strip(), expected)):
+        return
     check_header_token(request, expected, TOKEN_HEADER)
 
 

@@ -11,15 +11,41 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from .types import I3TasksSettings, PullQueue, PushQueue, Schedule
+from .conf import pubsub_config
+from .registry import registry
+from .types import LEGACY_IGNORED, I3TasksSettings, PullQueue, PushQueue, Schedule
+
+#: The values ``I3TASKS.outbox`` accepts.
+OUTBOXES = ("pubsub", "inline", "recording")
 
 # Pub/Sub resource ids: start with a letter, 3-255 of [A-Za-z0-9-_.~+%], not "goog".
 _RESOURCE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
 _NAME_PART = re.compile(r"^[A-Za-z0-9\-_.~+%]{1,100}$")
 
 
-def _error(msg: str, hint: str | None, code: int, obj: Any = None) -> Error:
-    return Error(msg, hint=hint, obj=obj, id=f"django_i3tasks.E{code:03d}")
+#: One id per condition (``manage.py check`` shows it; ``SILENCED_SYSTEM_CHECKS`` takes it).
+#: Numbers are never reused for another condition.
+ERRORS = {
+    "missing": 1, "not_settings": 2, "namespace": 3, "default_queue_kind": 4,
+    "other_queues_kind": 5, "queue_kind": 6, "queue_name": 7, "queue_name_twice": 8,
+    "ack_deadline": 9, "queue_backoff": 10, "delivery_attempts": 11, "push_endpoint": 12,
+    "number_range": 13, "backoff_order": 14, "not_bool": 15, "schedules_kind": 16,
+    "schedule_kind": 17, "schedule_twice": 18, "cron": 19, "schedule_task": 20,
+    "schedule_arguments": 21, "schedule_timezone": 22, "task_queue": 23,
+    "pubsub_config": 24, "project_id": 25, "emulator_host": 26, "credentials": 27,
+    "oidc_emails": 28, "oidc_audience": 29, "oidc_certs_url": 30, "endpoint_token": 31,
+    "outbox": 32,
+}
+WARNINGS = {
+    "open_push_endpoint": 1, "push_account": 2, "push_body_limit": 3, "legacy_field": 4,
+}
+#: The tag of the configuration checks (``manage.py check --tag django_i3tasks``); the
+#: endpoint authentication checks are under Django's ``security`` tag.
+TAG = "django_i3tasks"
+
+
+def _error(msg: str, hint: str | None, condition: str, obj: Any = None) -> Error:
+    return Error(msg, hint=hint, obj=obj, id=f"django_i3tasks.E{ERRORS[condition]:03d}")
 
 
 def _number(value: Any, low: float, high: float, *, integer: bool = True) -> bool:
@@ -27,40 +53,42 @@ def _number(value: Any, low: float, high: float, *, integer: bool = True) -> boo
     return not isinstance(value, bool) and isinstance(value, kinds) and low <= value <= high
 
 
-@register(Tags.compatibility)
+@register(TAG)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
     conf = getattr(settings, "I3TASKS", None)
     if conf is None:
         return [_error("settings.I3TASKS is missing.",
                        "Set I3TASKS = I3TasksSettings(namespace=..., "
                        "default_queue=PushQueue(...)).",
-                       1)]
+                       "missing")]
     if not isinstance(conf, I3TasksSettings):
         return [_error(f"settings.I3TASKS must be an I3TasksSettings, not {type(conf).__name__}.",
-                       "from django_i3tasks.types import I3TasksSettings", 2)]
+                       "from django_i3tasks.types import I3TasksSettings", "not_settings")]
     errors: list[Error | Warning] = []
     errors += _check_pubsub_config()
     if not isinstance(conf.namespace, str) or not _RESOURCE_ID.match(conf.namespace):
         errors.append(_error(
             f"I3TASKS.namespace {conf.namespace!r} is not a valid Pub/Sub name prefix.",
-            "Start with a letter; use 3-255 of A-Z a-z 0-9 - _ . ~ + %.", 3))
+            "Start with a letter; use 3-255 of A-Z a-z 0-9 - _ . ~ + %.", "namespace"))
     if not isinstance(conf.default_queue, PushQueue):
         errors.append(_error(
             f"I3TASKS.default_queue must be a PushQueue, not {type(conf.default_queue).__name__}.",
-            "Pull queues go in other_queues.", 4))
+            "Pull queues go in other_queues.", "default_queue_kind"))
     if not isinstance(conf.other_queues, tuple | list):
-        errors.append(_error("I3TASKS.other_queues must be a tuple of queues.", None, 5))
+        errors.append(_error("I3TASKS.other_queues must be a tuple of queues.", None,
+                             "other_queues_kind"))
         return errors
     seen: set[str] = set()
     for index, queue in enumerate(conf.queues):
         where = "default_queue" if index == 0 else f"other_queues[{index - 1}]"
         if not isinstance(queue, PushQueue | PullQueue):
-            errors.append(_error(f"I3TASKS.{where} is not a PushQueue or PullQueue.", None, 5))
+            errors.append(_error(f"I3TASKS.{where} is not a PushQueue or PullQueue.", None,
+                                 "queue_kind"))
             continue
         errors += _check_queue(queue, where)
         if queue.queue_name in seen:
             errors.append(_error(f"I3TASKS.{where}: queue name {queue.queue_name!r} is used twice.",
-                                 "Queue names must be unique.", 6))
+                                 "Queue names must be unique.", "queue_name_twice"))
         seen.add(queue.queue_name)
     in_range: set[str] = set()
     for name, low, high, integer in (
@@ -73,13 +101,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         ("recovery_after_seconds", 60, 7 * 86400, True),
         ("beat_catch_up_seconds", 60, 31 * 86400, True),
         ("retention_days", 1, 3650, True),
+        ("publish_timeout_seconds", 1, 600, False),
     ):
         value = getattr(conf, name)
         if _number(value, low, high, integer=integer):
             in_range.add(name)
         else:
             errors.append(_error(f"I3TASKS.{name} = {value!r} is out of range.",
-                                 f"Use a number from {low} to {high}.", 7))
+                                 f"Use a number from {low} to {high}.", "number_range"))
     # The checks that compare two numbers only run when both are valid numbers.
     if ({"max_push_body_bytes", "max_payload_bytes"} <= in_range
             and conf.max_push_body_bytes < push_body_bytes(conf.max_payload_bytes)):
@@ -88,16 +117,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             f"with max_payload_bytes = {conf.max_payload_bytes} of arguments needs "
             f"({push_body_bytes(conf.max_payload_bytes)}): the push view would refuse such "
             "messages with 413 on every delivery.",
-            "Raise max_push_body_bytes or lower max_payload_bytes.", 3))
+            "Raise max_push_body_bytes or lower max_payload_bytes.", "push_body_limit"))
     if ({"retry_backoff_min_seconds", "retry_backoff_max_seconds"} <= in_range
             and conf.retry_backoff_min_seconds > conf.retry_backoff_max_seconds):
         errors.append(_error(
-            "I3TASKS.retry_backoff_min_seconds is above retry_backoff_max_seconds.", None, 7))
+            "I3TASKS.retry_backoff_min_seconds is above retry_backoff_max_seconds.", None,
+            "backoff_order"))
     for name in ("force_sync", "run_queue_create_command_on_startup"):
         if not isinstance(getattr(conf, name), bool):
-            errors.append(_error(f"I3TASKS.{name} must be True or False.", None, 8))
+            errors.append(_error(f"I3TASKS.{name} must be True or False.", None,
+                                 "not_bool"))
     if not isinstance(conf.schedules, tuple | list):
-        errors.append(_error("I3TASKS.schedules must be a tuple of Schedule.", None, 9))
+        errors.append(_error("I3TASKS.schedules must be a tuple of Schedule.", None,
+                             "schedules_kind"))
     else:
         keys: set[str] = set()
         for index, schedule in enumerate(conf.schedules):
@@ -106,11 +138,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                 if schedule.key in keys:
                     errors.append(_error(
                         f"I3TASKS.schedules[{index}]: schedule {schedule.key!r} is listed twice.",
-                        "Give one of them a distinct name=.", 9))
+                        "Give one of them a distinct name=.", "schedule_twice"))
                 keys.add(schedule.key)
+    if conf.outbox not in OUTBOXES:
+        errors.append(_error(f"I3TASKS.outbox = {conf.outbox!r} is not one of {OUTBOXES}.",
+                             '"pubsub" in production; "inline" or "recording" in tests.',
+                             "outbox"))
+    errors += [
+        _warning(f"I3TASKS.{name} (a 0.1 setting) is set but has no effect any more.",
+                 "Remove it; see 'Upgrading from 0.1' in the README.", "legacy_field")
+        for name in LEGACY_IGNORED if getattr(conf, name) is not None
+    ]
     errors += _check_task_queues(seen)
-    errors += _check_auth(conf)
     return errors
+
+
+@register(Tags.security)
+def check_security(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """Endpoint authentication settings, and a warning when the push endpoint is open."""
+    conf = getattr(settings, "I3TASKS", None)
+    if not isinstance(conf, I3TasksSettings):
+        return []  # check_settings reports it
+    return _check_auth(conf)
 
 
 def _check_pubsub_config() -> list[Error]:
@@ -118,22 +167,23 @@ def _check_pubsub_config() -> list[Error]:
     if not isinstance(raw, dict):
         return [_error("settings.PUBSUB_CONFIG is missing or not a dict.",
                        "PUBSUB_CONFIG = {'EMULATOR': False, 'PROJECT_ID': 'my-project', "
-                       "'CREDENTIALS': None}", 10)]
+                       "'CREDENTIALS': None}", "pubsub_config")]
     errors = []
     project = raw.get("PROJECT_ID")
     if not isinstance(project, str) or not re.match(r"^[a-z][a-z0-9\-:.]{4,62}$", project):
         errors.append(_error(f"PUBSUB_CONFIG['PROJECT_ID'] = {project!r} is not a project id.",
-                             None, 10))
+                             None, "project_id"))
     if raw.get("EMULATOR") and not (raw.get("HOST") or os.environ.get("PUBSUB_EMULATOR_HOST")):
         errors.append(_error("PUBSUB_CONFIG['EMULATOR'] is true but no HOST is set.",
-                             "Set HOST = 'localhost:8085' or PUBSUB_EMULATOR_HOST.", 10))
+                             "Set HOST = 'localhost:8085' or PUBSUB_EMULATOR_HOST.",
+                             "emulator_host"))
     credentials = raw.get("CREDENTIALS")
     if credentials not in (None, False) and not raw.get("EMULATOR"):
         if not isinstance(credentials, str | Path) or not Path(credentials).is_file():
             errors.append(_error(
                 f"PUBSUB_CONFIG['CREDENTIALS'] = {credentials!r} is not a readable file.",
                 "Give the path of a service-account JSON file, or None for Application "
-                "Default Credentials.", 10))
+                "Default Credentials.", "credentials"))
     return errors
 
 
@@ -143,58 +193,57 @@ def _check_queue(queue: PushQueue | PullQueue, where: str) -> list[Error]:
         value = getattr(queue, name)
         if not isinstance(value, str) or not _NAME_PART.match(value):
             errors.append(_error(f"I3TASKS.{where}.{name} = {value!r} is not a valid name.",
-                                 "Use 1-100 of A-Z a-z 0-9 - _ . ~ + %.", 5))
+                                 "Use 1-100 of A-Z a-z 0-9 - _ . ~ + %.", "queue_name"))
     if not _number(queue.ack_deadline_seconds, 10, 600):
         errors.append(_error(f"I3TASKS.{where}.ack_deadline_seconds must be 10-600 "
-                             f"(Pub/Sub's range), got {queue.ack_deadline_seconds!r}.", None, 5))
+                             f"(Pub/Sub's range), got {queue.ack_deadline_seconds!r}.", None,
+                             "ack_deadline"))
     low, high = queue.min_retry_backoff_seconds, queue.max_retry_backoff_seconds
     if not (_number(low, 0, 600) and _number(high, 0, 600) and low <= high):
         errors.append(_error(f"I3TASKS.{where}: retry backoff must satisfy 0 <= min <= max <= 600,"
-                             f" got {low!r}..{high!r}.", None, 5))
+                             f" got {low!r}..{high!r}.", None, "queue_backoff"))
     if not _number(queue.max_delivery_attempts, 5, 100):
-        errors.append(_error(f"I3TASKS.{where}.max_delivery_attempts must be 5-100.", None, 5))
+        errors.append(_error(f"I3TASKS.{where}.max_delivery_attempts must be 5-100.", None,
+                             "delivery_attempts"))
     if isinstance(queue, PushQueue) and queue.push_endpoint is not None:
         url = urlparse(str(queue.push_endpoint))
         if url.scheme not in ("http", "https") or not url.netloc:
             errors.append(_error(f"I3TASKS.{where}.push_endpoint {queue.push_endpoint!r} is not "
-                                 "an http(s) URL.", None, 5))
+                                 "an http(s) URL.", None, "push_endpoint"))
     return errors
 
 
 def _check_schedule(schedule: Any, where: str, queue_names: set[str]) -> list[Error]:
     from croniter import croniter
 
-    from .registry import registry
-
     if not isinstance(schedule, Schedule):
-        return [_error(f"I3TASKS.{where} is not a Schedule.", None, 9)]
+        return [_error(f"I3TASKS.{where} is not a Schedule.", None, "schedule_kind")]
     errors = []
     if not isinstance(schedule.cron, str) or not croniter.is_valid(schedule.cron):
         errors.append(_error(f"I3TASKS.{where}.cron {schedule.cron!r} is not a cron expression.",
-                             "Five fields: minute hour day-of-month month day-of-week.", 9))
+                             "Five fields: minute hour day-of-month month day-of-week.", "cron"))
     if schedule.task_name not in registry:
         errors.append(_error(f"I3TASKS.{where} names {schedule.task_name!r}, which is not a "
                              "registered task.",
                              "Decorate it with @TaskDecorator in an installed app's tasks module.",
-                             9))
+                             "schedule_task"))
     if not isinstance(schedule.args, list | tuple) or not isinstance(schedule.kwargs, dict):
-        errors.append(_error(f"I3TASKS.{where}: args must be a list and kwargs a dict.", None, 9))
+        errors.append(_error(f"I3TASKS.{where}: args must be a list and kwargs a dict.", None,
+                             "schedule_arguments"))
     try:
         import zoneinfo
 
         zoneinfo.ZoneInfo(str(schedule.timezone))
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         errors.append(_error(f"I3TASKS.{where}.timezone {schedule.timezone!r} is unknown.",
-                             None, 9))
+                             None, "schedule_timezone"))
     return errors
 
 
 def _check_task_queues(queue_names: set[str]) -> list[Error]:
-    from .registry import registry
-
     return [
         _error(f"Task {task.name} uses queue {task.queue_name!r}, which is not configured.",
-               "Add it to I3TASKS.other_queues.", 11)
+               "Add it to I3TASKS.other_queues.", "task_queue")
         for task in registry.all()
         if task.queue_name is not None and task.queue_name not in queue_names
     ]
@@ -210,8 +259,8 @@ def push_body_bytes(payload_bytes: int) -> int:
 _MESSAGE_OVERHEAD = 16 * 1024
 
 
-def _warning(msg: str, hint: str | None, code: int) -> Warning:
-    return Warning(msg, hint=hint, id=f"django_i3tasks.W{code:03d}")
+def _warning(msg: str, hint: str | None, condition: str) -> Warning:
+    return Warning(msg, hint=hint, id=f"django_i3tasks.W{WARNINGS[condition]:03d}")
 
 
 def _check_auth(conf: I3TasksSettings) -> list[Error | Warning]:
@@ -223,27 +272,28 @@ def _check_auth(conf: I3TasksSettings) -> list[Error | Warning]:
     ):
         errors.append(_error(
             f"I3TASKS.oidc_service_account_emails = {emails!r} is not a tuple of emails.",
-            "Write a tuple, e.g. ('pubsub-push@my-project.iam.gserviceaccount.com',).", 12))
+            "Write a tuple, e.g. ('pubsub-push@my-project.iam.gserviceaccount.com',).",
+            "oidc_emails"))
         emails = ()
     audience = conf.oidc_audience
     if audience is not None and (not isinstance(audience, str) or not audience):
         errors.append(_error(f"I3TASKS.oidc_audience = {audience!r} must be None or a "
-                             "non-empty string.", None, 12))
+                             "non-empty string.", None, "oidc_audience"))
     url = urlparse(conf.oidc_certs_url) if isinstance(conf.oidc_certs_url, str) else None
     if url is None or url.scheme not in ("http", "https") or not url.netloc:
         errors.append(_error(f"I3TASKS.oidc_certs_url = {conf.oidc_certs_url!r} is not an "
-                             "http(s) URL.", None, 12))
+                             "http(s) URL.", None, "oidc_certs_url"))
     for name in ("beat_token", "status_token"):
         value = getattr(conf, name)
         if value is not None and (not isinstance(value, str) or not value):
             errors.append(_error(f"I3TASKS.{name} must be None or a non-empty string.",
-                                 None, 12))
+                                 None, "endpoint_token"))
     if emails:
         errors += [
             _warning(f"Queue {queue.queue_name!r} pushes with service account "
                      f"{queue.oidc_service_account_email!r}, which "
                      "I3TASKS.oidc_service_account_emails does not accept.",
-                     "Every push to it will be refused with 403; add the email.", 2)
+                     "Every push to it will be refused with 403; add the email.", "push_account")
             for queue in conf.queues
             if isinstance(queue, PushQueue) and queue.oidc_service_account_email
             and queue.oidc_service_account_email not in emails
@@ -254,16 +304,16 @@ def _check_auth(conf: I3TasksSettings) -> list[Error | Warning]:
             "I3TASKS.oidc_service_account_emails is empty. Only messages signed with SECRET_KEY "
             "run, but then anyone holding that key can run any registered task.",
             "Set oidc_service_account_emails to the service account of your push "
-            "subscriptions (PushQueue(oidc_service_account_email=...)); see SECURITY.md.", 1))
+            "subscriptions (PushQueue(oidc_service_account_email=...)); see SECURITY.md.",
+            "open_push_endpoint"))
     return errors
 
 
 def _uses_emulator() -> bool:
     from django.core.exceptions import ImproperlyConfigured
 
-    from .conf import pubsub_config
-
     try:
         return pubsub_config().emulator_host is not None
     except ImproperlyConfigured:
         return False
+

@@ -45,11 +45,18 @@ def backoff_seconds(try_number: int) -> float:
 def run_message(
     message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None = None
 ) -> Outcome:
-    """Claim, run and record the try a message names.
+    """Claim, run and record the try a message names; returns once the messages it sent
+    (next try, chain steps, group callback) left or failed to (``outbox.delivering``), so the
+    push view does not answer, nor the worker ack, before they are out.
 
     ``on_claim`` receives the claim token before the task runs: the pull worker keeps it to
     give the try back (``lifecycle.release_claim``) if it must stop before the task finishes.
     """
+    with outbox.delivering():
+        return _run(message, on_claim)
+
+
+def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> Outcome:
     task = registry.get(message.task_name)
     if task is None:
         return Outcome(

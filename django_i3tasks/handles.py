@@ -37,6 +37,10 @@ class TaskHandle(Generic[R]):
     def uuid(self) -> UUID:
         return self.task_execution.uuid
 
+    #: The 0.1 names of ``id`` and ``uuid``.
+    task_execution_id = id
+    task_uuid = uuid
+
     def then(self, task: Task[P, T], *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
         """Run ``task(*args, **kwargs)`` after this step succeeded; returns the new step.
 

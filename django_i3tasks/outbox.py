@@ -139,18 +139,20 @@ class InlineOutbox(Outbox):
 
 @dataclass
 class RecordingOutbox(Outbox):
-    """Keeps what would be published, in commit order, until a test takes it."""
+    """Keeps what would be published, in order, until a test takes it.
+
+    Kept at once, not after commit: a test usually runs inside a transaction that never
+    commits. Whoever reads the records drops those whose rows a rollback removed.
+    """
 
     immediate = True
     records: list[Recorded] = field(default_factory=list)
 
     def send(self, messages: Sequence[TaskMessage]) -> None:
-        if messages:
-            batch = [Recorded.of(message) for message in messages]
-            transaction.on_commit(lambda: self.records.extend(batch))
+        self.records.extend(Recorded.of(message) for message in messages)
 
     def scheduled(self, recorded: Recorded) -> None:
-        transaction.on_commit(lambda: self.records.append(recorded))
+        self.records.append(recorded)
 
     def run(self, record: Recorded) -> Any:
         """Run one recorded message in this process (the runner of the push view)."""

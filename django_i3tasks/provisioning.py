@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .conf import get_settings, pubsub_config, subscription_id, topic_id
+from .transport import admin_publisher_client, bounded, subscriber_client
 from .types import AnyQueue, PushQueue
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,6 @@ def ensure_pubsub(*, dry_run: bool = False, timeout: float = 30.0) -> list[Actio
     from google.api_core.exceptions import NotFound
     from google.protobuf import field_mask_pb2
 
-    from .transport import admin_publisher_client, bounded, subscriber_client
 
     config = pubsub_config()
     limits = bounded(timeout)

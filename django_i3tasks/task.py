@@ -28,7 +28,6 @@ GROUP_KWARG = "__i3group__"
 
 P = ParamSpec("P")
 R = TypeVar("R")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ class Task(Generic[P, R]):
         ))
 
     def map(
-        self: Task[[T], R], items: Iterable[T], *, group: TaskGroup | None = None,
+        self, items: Iterable[Any], *, group: TaskGroup | None = None,
         queue_name: str | None = None,
     ) -> list[TaskHandle[R]]:
         """Enqueue ``task(item)`` for every item in one go (bulk rows, batched publish).

@@ -7,7 +7,9 @@ name the field and say why it is wrong.
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass, field
+import math
+from dataclasses import KW_ONLY, dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 
@@ -87,18 +89,34 @@ class Schedule:
         return self.name or f"{self.task_name}@{self.cron}"
 
 
-@dataclass(frozen=True, kw_only=True)
+#: Fields of the 0.1 ``I3TasksSettings`` that are still accepted (so 0.1 settings keep
+#: loading) but have no effect; ``manage.py check`` warns about each one that is set.
+LEGACY_IGNORED = (
+    "register_client_teardown", "health_window_minutes", "health_stuck_minutes",
+    "health_failed_threshold", "health_pending_age_seconds_threshold",
+)
+
+
+@dataclass(frozen=True)
 class I3TasksSettings:
     """The whole ``settings.I3TASKS`` value.
 
     Topic of a queue: ``{namespace}.{queue_name}``; its subscription:
     ``{namespace}.{queue_name}.{subscription_name}``.
+
+    The first four fields may be given by position, as 0.1 allowed; the rest by keyword.
+    0.1's fields are accepted too: ``retry_minimum_backoff_seconds`` and
+    ``retry_maximum_backoff_seconds`` set the subscription retry policy of every queue that
+    keeps the default, ``health_token`` is the ``status_token`` when that is unset, and
+    ``autoclean_older_than`` (a ``timedelta``) is the retention window; ``LEGACY_IGNORED``
+    ones have no effect (a system check says so).
     """
 
     namespace: str
     default_queue: PushQueue
     other_queues: tuple[AnyQueue, ...] = ()
     schedules: tuple[Schedule, ...] = ()
+    _: KW_ONLY
     #: ``.delay()`` runs the task inline at once (tests); the same as ``outbox="inline"``.
     force_sync: bool = False
     default_max_retries: int = 3
@@ -144,6 +162,42 @@ class I3TasksSettings:
     #: the try again after ``recovery_after_seconds``.
     publish_timeout_seconds: float = 30.0
 
+    # 0.1 fields (see the class docstring). ``None`` means "not given".
+    retry_minimum_backoff_seconds: int | None = None
+    retry_maximum_backoff_seconds: int | None = None
+    health_token: str | None = None
+    autoclean_older_than: timedelta | None = None
+    register_client_teardown: bool | None = None
+    health_window_minutes: int | None = None
+    health_stuck_minutes: int | None = None
+    health_failed_threshold: int | None = None
+    health_pending_age_seconds_threshold: int | None = None
+
+    def __post_init__(self) -> None:
+        """Carry 0.1's fields over to the ones that replaced them (frozen, hence setattr)."""
+        low, high = self.retry_minimum_backoff_seconds, self.retry_maximum_backoff_seconds
+        if low is not None or high is not None:
+            queues = [_legacy_backoff(queue, low, high) for queue in self.queues]
+            object.__setattr__(self, "default_queue", queues[0])
+            object.__setattr__(self, "other_queues", tuple(queues[1:]))
+        if self.health_token and not self.status_token:
+            object.__setattr__(self, "status_token", self.health_token)
+        if isinstance(self.autoclean_older_than, timedelta):
+            days = max(1, math.ceil(self.autoclean_older_than.total_seconds() / 86400))
+            object.__setattr__(self, "retention_days", days)
+
     @property
     def queues(self) -> tuple[AnyQueue, ...]:
         return (self.default_queue, *self.other_queues)
+
+
+def _legacy_backoff(queue: Any, low: int | None, high: int | None) -> Any:
+    """A queue with 0.1's global subscription backoff, where the queue keeps the default."""
+    if not isinstance(queue, PushQueue | PullQueue):
+        return queue  # the system check reports it
+    changes: dict[str, Any] = {}
+    if low is not None and queue.min_retry_backoff_seconds == _QueueBase.min_retry_backoff_seconds:
+        changes["min_retry_backoff_seconds"] = low
+    if high is not None and queue.max_retry_backoff_seconds == _QueueBase.max_retry_backoff_seconds:
+        changes["max_retry_backoff_seconds"] = high
+    return replace(queue, **changes) if changes else queue

@@ -143,18 +143,24 @@ def beat(request: HttpRequest) -> JsonResponse:
 @endpoint("GET")
 def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
     """Status of one execution, its tries and its result."""
-    check_token(request, get_settings().status_token)
-    try:
-        wanted = UUID(execution_uuid)
-    except ValueError:
-        return error(400, "invalid_uuid", "the execution id must be a UUID")
-    execution = (
-        TaskExecution.objects.filter(uuid=wanted)
-        .select_related("result", "group")
-        .first()
-    )
+    token = get_settings().status_token
+    check_token(request, token)
+    executions = TaskExecution.objects.select_related("result", "group")
+    if execution_uuid.isascii() and execution_uuid.isdigit() and len(execution_uuid) <= 18:
+        # 0.1 looked executions up by their integer id too. Ids are easy to guess, so only
+        # behind a status token; uuids are not guessable.
+        if not token:
+            return error(400, "invalid_uuid", "look executions up by uuid (integer ids are "
+                                              "accepted only when I3TASKS.status_token is set)")
+        execution = executions.filter(pk=int(execution_uuid)).first()
+    else:
+        try:
+            wanted = UUID(execution_uuid)
+        except ValueError:
+            return error(400, "invalid_uuid", "the execution id must be a UUID")
+        execution = executions.filter(uuid=wanted).first()
     if execution is None:
-        return error(404, "not_found", f"no execution {wanted}")
+        return error(404, "not_found", f"no execution {execution_uuid}")
     tries = list(execution.tries.order_by("number"))
     state = execution.status
     if state == ExecutionStatus.PENDING and tries and tries[-1].status == TryStatus.RUNNING:

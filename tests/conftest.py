@@ -17,6 +17,9 @@ import pytest
 
 from django_i3tasks import transport
 
+#: The fixtures the package offers to projects (``task_recorder``), used by its own tests too.
+pytest_plugins = ["django_i3tasks.testing.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def pubsub_emulator() -> Iterator[Any]:

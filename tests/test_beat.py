@@ -164,7 +164,7 @@ def test_eta_must_be_aware_and_exclusive_with_countdown():
 def test_lost_publish_runs_once_after_the_recovery_window(push_queue, monkeypatch, i3settings):
     real_publish = transport.publish
 
-    def lost(queue, data, attributes):
+    def lost(queue, data, attributes, timeout):
         raise ConnectionError("simulated publish failure after commit")
 
     monkeypatch.setattr(transport, "publish", lost)

@@ -7,8 +7,14 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from django_i3tasks.checks import check_settings
+from django_i3tasks.checks import check_security
+from django_i3tasks.checks import check_settings as check_configuration
 from django_i3tasks.types import PullQueue, PushQueue, Queue, Schedule
+
+
+def check_settings():
+    """Both registered checks: configuration (tag django_i3tasks) and security."""
+    return check_configuration() + check_security()
 
 
 def ids(errors):
@@ -150,7 +156,7 @@ def test_oidc_emails_must_be_a_tuple_of_emails(settings, value):
     settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS,
                                            oidc_service_account_emails=value)
     errors = check_settings()
-    assert ids(errors) == ["django_i3tasks.E012"]
+    assert ids(errors) == ["django_i3tasks.E028"]
     assert "oidc_service_account_emails" in messages(errors)
 
 
@@ -160,18 +166,44 @@ def test_oidc_emails_as_a_list_are_accepted(settings):
     assert check_settings() == []
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"oidc_audience": ""}, "oidc_audience"),
-    ({"oidc_audience": 5}, "oidc_audience"),
-    ({"oidc_certs_url": "file:///etc/certs.json"}, "oidc_certs_url"),
-    ({"oidc_certs_url": None}, "oidc_certs_url"),
-    ({"beat_token": ""}, "beat_token"),
-    ({"status_token": 1234}, "status_token"),
+@pytest.mark.parametrize("change, expected, check_id", [
+    ({"oidc_audience": ""}, "oidc_audience", "E029"),
+    ({"oidc_audience": 5}, "oidc_audience", "E029"),
+    ({"oidc_certs_url": "file:///etc/certs.json"}, "oidc_certs_url", "E030"),
+    ({"oidc_certs_url": None}, "oidc_certs_url", "E030"),
+    ({"beat_token": ""}, "beat_token", "E031"),
+    ({"status_token": 1234}, "status_token", "E031"),
 ])
-def test_auth_fields_are_named(settings, change, expected):
+def test_auth_fields_are_named(settings, change, expected, check_id):
+    settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, **change)
+    errors = check_security()
+    assert ids(errors) == [f"django_i3tasks.{check_id}"]
+    assert expected in messages(errors)
+
+
+def test_each_condition_has_its_own_id_and_a_fitting_tag():
+    from django.core.checks import registry as check_registry
+
+    from django_i3tasks import checks
+
+    assert len(set(checks.ERRORS.values())) == len(checks.ERRORS)
+    assert len(set(checks.WARNINGS.values())) == len(checks.WARNINGS)
+    assert check_registry.registry.tag_exists("django_i3tasks")
+    registered = check_registry.registry.registered_checks
+    tagged = {check.__name__: set(check.tags) for check in registered}
+    assert tagged["check_settings"] == {"django_i3tasks"}
+    assert tagged["check_security"] == {"security"}
+
+
+@pytest.mark.parametrize("change, expected, check_id", [
+    ({"outbox": "kafka"}, "outbox", "E032"),
+    ({"publish_timeout_seconds": 0}, "publish_timeout_seconds", "E013"),
+    ({"health_stuck_minutes": 5}, "health_stuck_minutes", "W004"),
+])
+def test_new_and_legacy_fields_are_named(settings, change, expected, check_id):
     settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, **change)
     errors = check_settings()
-    assert ids(errors) == ["django_i3tasks.E012"]
+    assert ids(errors) == [f"django_i3tasks.{check_id}"]
     assert expected in messages(errors)
 
 

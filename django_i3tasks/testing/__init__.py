@@ -1,1 +1,25 @@
-"""Helpers for testing with django-i3tasks: a launcher for the Pub/Sub emulator."""
+"""Helpers for testing projects that use django-i3tasks.
+
+- ``recording()`` / ``TaskRecorder``: record enqueued tasks instead of publishing them, then
+  run them (``recorder``); the pytest fixture ``task_recorder`` (``fixtures``).
+- ``emulator``: a Pub/Sub emulator on a free port, for integration tests and the demo.
+
+Names are imported lazily: the emulator launcher runs before (or without) Django's setup.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["EnqueuedTask", "TaskRecorder", "recording"]
+
+if TYPE_CHECKING:
+    from .recorder import EnqueuedTask, TaskRecorder, recording
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import recorder as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module 'django_i3tasks.testing' has no attribute {name!r}")

@@ -7,6 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from django_i3tasks.beat import run_beat
+
 
 class Command(BaseCommand):
     help = (
@@ -36,8 +38,6 @@ class Command(BaseCommand):
                 return
 
     def _beat(self, minute: Any) -> None:
-        from django_i3tasks.beat import run_beat
-
         report = run_beat(minute)  # waits until its messages left (or failed to)
         self.stdout.write(
             f"{minute.isoformat()} enqueued {len(report.enqueued)}, "

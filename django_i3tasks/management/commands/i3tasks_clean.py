@@ -4,6 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from django_i3tasks.maintenance import clean
+
 
 class Command(BaseCommand):
     help = "Delete finished task executions older than the retention window."
@@ -14,8 +16,6 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="only count")
 
     def handle(self, *args: Any, days: int | None = None, dry_run: bool = False, **options: Any):
-        from django_i3tasks.maintenance import clean
-
         if days is not None and days < 0:
             raise CommandError("--days must be 0 or more")
         count = clean(days, dry_run=dry_run)

@@ -4,6 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from django_i3tasks.provisioning import ensure_pubsub
+
 
 class Command(BaseCommand):
     help = "Create or update the Pub/Sub topics and subscriptions described by I3TASKS."
@@ -14,8 +16,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, dry_run: bool = False, timeout: float = 30.0, **options: Any):
         from google.api_core.exceptions import GoogleAPICallError, RetryError
-
-        from django_i3tasks.provisioning import ensure_pubsub
 
         try:
             actions = ensure_pubsub(dry_run=dry_run, timeout=timeout)

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
+
 
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
@@ -41,8 +43,6 @@ class Command(BaseCommand):
                             help="seconds between status lines (default 10)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
-
         try:
             worker = Worker(
                 WorkerOptions(

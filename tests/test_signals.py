@@ -1,0 +1,151 @@
+"""Signals: receivers see enqueued/started/finished with the right fields, once per change,
+also when a message is delivered twice (or many times at once)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from django_i3tasks import signals, transport
+from django_i3tasks.execution import OutcomeStatus, run_message
+from django_i3tasks.lifecycle import message_for
+from django_i3tasks.models import ExecutionStatus, TaskExecution
+from tests.conftest import http, push_envelope, wait_for
+from tests.testapp import tasks
+
+
+class Events:
+    """Everything the three signals sent, from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def receiver(self, name: str):
+        def receive(sender: Any, signal: Any = None, **kwargs: Any) -> None:
+            with self.lock:
+                self.sent.append((name, sender, kwargs))
+        return receive
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [kwargs for kind, _, kwargs in self.sent if kind == name]
+
+
+@pytest.fixture
+def events() -> Iterator[Events]:
+    recorded = Events()
+    receivers = {name: recorded.receiver(name) for name in ("enqueued", "started", "finished")}
+    signals.task_enqueued.connect(receivers["enqueued"])
+    signals.task_started.connect(receivers["started"])
+    signals.task_finished.connect(receivers["finished"])
+    yield recorded
+    signals.task_enqueued.disconnect(receivers["enqueued"])
+    signals.task_started.disconnect(receivers["started"])
+    signals.task_finished.disconnect(receivers["finished"])
+
+
+def the_message(handle: Any) -> Any:
+    execution = TaskExecution.objects.get(pk=handle.id)
+    return message_for(execution, execution.tries.order_by("-number").first())
+
+
+@pytest.mark.django_db
+def test_enqueued_is_sent_after_commit_with_the_task_as_sender(events, no_publish,
+                                                               django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        with transaction.atomic():
+            handle = tasks.add.delay(1, 2)
+            assert events.of("enqueued") == [], "not before the transaction commits"
+    (enqueued,) = events.of("enqueued")
+    assert enqueued == {
+        "execution_uuid": handle.uuid, "execution_id": handle.id,
+        "task_name": "tests.testapp.tasks.add", "queue_name": "default", "group_id": None,
+    }
+    assert [sender for kind, sender, _ in events.sent] == [tasks.add]
+
+
+@pytest.mark.django_db
+def test_rolled_back_enqueue_sends_nothing(events, no_publish, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            tasks.add.delay(1, 2)
+            raise RuntimeError("roll back")
+    assert events.of("enqueued") == []
+
+
+@pytest.mark.django_db
+def test_started_and_finished_once_per_try_with_fields(events, no_publish, i3settings):
+    i3settings(retry_backoff_min_seconds=0)
+    handle = tasks.fails_once.delay("sig")
+    first = the_message(handle)
+    assert run_message(first).status == OutcomeStatus.RETRY
+    assert run_message(first).status == OutcomeStatus.DUPLICATE  # delivered again
+    second = no_publish[-1]
+    assert run_message(second).status == OutcomeStatus.SUCCESS
+    assert run_message(second).status == OutcomeStatus.DUPLICATE
+
+    started = events.of("started")
+    assert [s["try_number"] for s in started] == [1, 2]
+    assert all(s["execution_uuid"] == handle.uuid and s["task_name"] == tasks.fails_once.name
+               and s["queue_name"] == "default" for s in started)
+    finished = events.of("finished")
+    assert [(f["try_number"], f["status"]) for f in finished] == [
+        (1, "retry_scheduled"), (2, "success")]
+    retry, success = finished
+    assert retry["error_type"] == "builtins.RuntimeError" and retry["error_message"]
+    assert retry["retry_in"] is not None and retry["duration"] >= 0
+    assert success["error_type"] == "" and success["return_value"] == "sig"
+
+
+@pytest.mark.django_db
+def test_failed_for_good_is_finished_failed(events, no_publish, i3settings):
+    i3settings(retry_backoff_min_seconds=0)
+    handle = tasks.always_fails.delay("sig")
+    for _ in range(3):  # max_retries=2
+        run_message(the_message(handle))
+    assert [f["status"] for f in events.of("finished")] == [
+        "retry_scheduled", "retry_scheduled", "failed"]
+    assert TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.FAILED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicate_deliveries_send_one_started_and_one_finished(events, no_publish):
+    handle = tasks.slow.delay("sig-race", 0.3)
+    message = the_message(handle)
+    barrier = threading.Barrier(8)
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            run_message(message)
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(events.of("started")) == 1 and len(events.of("finished")) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_push_delivered_twice_over_http_sends_each_signal_once(events, push_queue):
+    handle = tasks.add.delay(20, 22)
+    transport.flush()
+    wait_for(lambda: TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.SUCCESS)
+    data, attributes = the_message(handle).encode()
+    status, _, body = http("POST", push_queue, push_envelope(data, attributes),
+                           {"Content-Type": "application/json"})
+    assert status == 200 and b"duplicate" in body
+    assert [e["execution_uuid"] for e in events.of("enqueued")] == [handle.uuid]
+    assert len(events.of("started")) == 1
+    (finished,) = events.of("finished")
+    assert finished["status"] == "success" and finished["return_value"] == 42
