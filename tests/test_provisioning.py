@@ -96,9 +96,11 @@ def test_startup_provisioning_warns_when_unreachable(tmp_path):
     """A serving process (here: a WSGI import) logs a warning and keeps running."""
     env = _env(tmp_path)
     code = (
-        "import logging, time, django; logging.basicConfig(level=logging.WARNING);"
+        "import logging, threading, django; logging.basicConfig(level=logging.WARNING);"
         "from django.core.wsgi import get_wsgi_application; get_wsgi_application();"
-        "time.sleep(6); print('still alive')"
+        "print('still alive', flush=True);"
+        # Wait for the provisioning thread (bounded by its own 5 s timeout) to have its say.
+        "[t.join(50) for t in threading.enumerate() if t.name == 'i3tasks-provision']"
     )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, timeout=60)

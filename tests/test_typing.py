@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
@@ -39,13 +40,15 @@ SAMPLE = '''
 
 
 def test_mypy_checks_task_arguments_and_results(tmp_path):
-    sample = tmp_path / "sample.py"
+    # A module name of its own: mypy's cache is shared with the test command's mypy run.
+    sample = tmp_path / f"typing_sample_{uuid.uuid4().hex}.py"
     sample.write_text(textwrap.dedent(SAMPLE))
     out, err, _ = mypy_api.run([
         "--config-file", str(ROOT / "pyproject.toml"), "--no-error-summary",
         "--cache-dir", str(ROOT / ".mypy_cache"), str(sample),
     ])
-    lines = [line.split(":", 1)[1] for line in out.splitlines() if line.startswith(str(sample))]
+    lines = [line.split(f"{sample.name}:", 1)[1] for line in out.splitlines()
+             if f"{sample.name}:" in line]
     revealed = [line for line in lines if "Revealed type" in line]
     assert [r.split('"')[1].replace("builtins.", "") for r in revealed] == [
         "int",
