@@ -169,6 +169,23 @@ def test_run_after_is_a_delayed_execution(no_publish):
     assert no_publish == []  # the beat releases it when due
 
 
+def test_beat_releases_run_after_and_runs_schedules_of_api_tasks(i3settings):
+    from django_i3tasks.beat import run_beat
+    from django_i3tasks.types import Schedule
+
+    i3settings(force_sync=True, schedules=(
+        Schedule("tests.testapp.api_tasks", "api_add", "* * * * *", [7, 8]),))
+    when = timezone.now() + timedelta(minutes=5)
+    delayed = api_tasks.api_add.using(run_after=when).enqueue(1, 2)
+    assert tasks.CALLS["api_add:1:2"] == 0
+    run_beat(now=when + timedelta(minutes=1))
+    delayed.refresh()
+    assert delayed.status == TaskResultStatus.SUCCESSFUL and delayed.return_value == 3
+    (scheduled,) = TaskExecution.objects.filter(args=[7, 8])
+    result = backend().get_result(str(scheduled.uuid))
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 15
+
+
 def test_get_result_of_unknown_ids():
     for unknown in (str(uuid.uuid4()), "not-a-uuid"):
         with pytest.raises(TaskResultDoesNotExist):
