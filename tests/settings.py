@@ -100,20 +100,22 @@ I3TASKS = I3TasksSettings(
 )
 
 # Django's tasks API (tests/test_backends.py): "default" gives each task one try, "retrying"
-# two. Inert where no tasks API is installed. Before Django 6 the API is the backport, an app.
-TASKS = {
-    "default": {
-        "BACKEND": "django_i3tasks.backends.PubSubBackend",
-        "QUEUES": ["default", "heavy"],
-        "OPTIONS": {"MAX_RETRIES": 0},
-    },
-    "retrying": {
-        "BACKEND": "django_i3tasks.backends.PubSubBackend",
-        "OPTIONS": {"MAX_RETRIES": 1},
-    },
-}
-if find_spec("django.tasks") is None and find_spec("django_tasks") is not None:
-    INSTALLED_APPS.append("django_tasks")
+# two. Set only where an API is installed (else a check would rightly call it an error);
+# before Django 6 the API is the django-tasks backport, an app.
+if find_spec("django.tasks") is not None or find_spec("django_tasks") is not None:
+    TASKS = {
+        "default": {
+            "BACKEND": "django_i3tasks.backends.PubSubBackend",
+            "QUEUES": ["default", "heavy"],
+            "OPTIONS": {"MAX_RETRIES": 0},
+        },
+        "retrying": {
+            "BACKEND": "django_i3tasks.backends.PubSubBackend",
+            "OPTIONS": {"MAX_RETRIES": 1},
+        },
+    }
+    if find_spec("django.tasks") is None:
+        INSTALLED_APPS.append("django_tasks")
 
 LOGGING = {
     "version": 1,
