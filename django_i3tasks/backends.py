@@ -103,8 +103,8 @@ DEFAULT_PRIORITY = 0
 #: ``OPTIONS`` keys the backend understands.
 OPTION_NAMES = frozenset({"MAX_RETRIES"})
 
-#: Our finished states that are not a success, named here so a state added later (the
-#: task-control work: cancelled, expired) maps to FAILED without a change.
+#: Our states that map to SUCCESSFUL, READY or (with a running try) RUNNING; every other
+#: state is a finished failure, so one added later (cancelled, expired) maps to FAILED.
 _SUCCESS = str(ExecutionStatus.SUCCESS)
 _NOT_STARTED = {str(ExecutionStatus.WAITING), str(ExecutionStatus.SCHEDULED)}
 _PENDING = str(ExecutionStatus.PENDING)
