@@ -33,6 +33,10 @@ setup(
             "import-linter>=2.1",
             "mypy>=1.10",
             "django-stubs>=5.0",
+            # Django's tasks API before Django 6 (the backend's tests on 4.2/5.2). On Django 6
+            # it is unused (django.tasks wins) and harmless: it needs only Django>=4.2,
+            # typing_extensions and django-stubs-ext, which django-stubs brings anyway.
+            "django-tasks>=0.10",
         ],
     },
     classifiers=[

@@ -36,6 +36,14 @@ class I3TasksConfig(AppConfig):
         outbox.set_runner(execution.run_message)
         logs.connect()
         autodiscover()
+        if checks.uses_tasks_backend():
+            # Django 6 registers its tasks check when django.tasks is imported (the backport
+            # when its checks module is): importing the backend does it, so `manage.py check`
+            # checks TASKS also in a project that defines no @task yet.
+            try:
+                from . import backends  # noqa: F401
+            except ImportError:
+                pass  # no tasks API installed: checks.check_tasks_backend says so
         if _is_serving():
             _provision_in_background()
 

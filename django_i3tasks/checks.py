@@ -35,6 +35,8 @@ ERRORS = {
     "pubsub_config": 24, "project_id": 25, "emulator_host": 26, "credentials": 27,
     "oidc_emails": 28, "oidc_audience": 29, "oidc_certs_url": 30, "endpoint_token": 31,
     "outbox": 32,
+    # E101-E104 are the checks of the django.tasks backend (``backends``).
+    "tasks_api_missing": 105,
 }
 WARNINGS = {
     "open_push_endpoint": 1, "push_account": 2, "push_body_limit": 3, "legacy_field": 4,
@@ -307,6 +309,41 @@ def _check_auth(conf: I3TasksSettings) -> list[Error | Warning]:
             "subscriptions (PushQueue(oidc_service_account_email=...)); see SECURITY.md.",
             "open_push_endpoint"))
     return errors
+
+
+#: The dotted path of our backend of Django's tasks API, as ``settings.TASKS`` names it.
+TASKS_BACKEND = "django_i3tasks.backends.PubSubBackend"
+
+
+def uses_tasks_backend() -> bool:
+    """Whether ``settings.TASKS`` names ``PubSubBackend`` for some alias."""
+    tasks = getattr(settings, "TASKS", None)
+    return isinstance(tasks, dict) and any(
+        isinstance(params, dict) and params.get("BACKEND") == TASKS_BACKEND
+        for params in tasks.values()
+    )
+
+
+def tasks_api_installed() -> bool:
+    """Django 6's ``django.tasks`` or the ``django-tasks`` backport is importable."""
+    from importlib.util import find_spec
+
+    return find_spec("django.tasks") is not None or find_spec("django_tasks") is not None
+
+
+@register(TAG)
+def check_tasks_backend(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """``TASKS`` names our backend where no tasks API exists: nothing would ever read it
+    (Django < 6 has no ``django.tasks``), so the project's ``@task`` functions would not be
+    ours. The backend's own checks (queues, options) run through the tasks framework."""
+    if not uses_tasks_backend() or tasks_api_installed():
+        return []
+    return [_error(
+        f"settings.TASKS uses {TASKS_BACKEND}, but Django's tasks API is not installed.",
+        "Use Django 6+, or install the backport on Django 4.2-5.2: "
+        "pip install 'django-tasks>=0.10' (and add 'django_tasks' to INSTALLED_APPS).",
+        "tasks_api_missing",
+    )]
 
 
 def _uses_emulator() -> bool:

@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from importlib.util import find_spec
 from typing import Any
 
 from django_i3tasks.types import I3TasksSettings, PullQueue, PushQueue
@@ -97,6 +98,24 @@ I3TASKS = I3TasksSettings(
     retry_backoff_min_seconds=0.2,
     retry_backoff_max_seconds=2.0,
 )
+
+# Django's tasks API (tests/test_backends.py): "default" gives each task one try, "retrying"
+# two. Set only where an API is installed (else a check would rightly call it an error);
+# before Django 6 the API is the django-tasks backport, an app.
+if find_spec("django.tasks") is not None or find_spec("django_tasks") is not None:
+    TASKS = {
+        "default": {
+            "BACKEND": "django_i3tasks.backends.PubSubBackend",
+            "QUEUES": ["default", "heavy"],
+            "OPTIONS": {"MAX_RETRIES": 0},
+        },
+        "retrying": {
+            "BACKEND": "django_i3tasks.backends.PubSubBackend",
+            "OPTIONS": {"MAX_RETRIES": 1},
+        },
+    }
+    if find_spec("django.tasks") is None:
+        INSTALLED_APPS.append("django_tasks")
 
 LOGGING = {
     "version": 1,

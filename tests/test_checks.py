@@ -251,3 +251,18 @@ def test_push_body_bound_covers_a_real_envelope():
                           args=args, max_retries=1000, group_id=2**62)
     data, attributes = message.encode()
     assert len(push_envelope(data, attributes)) <= push_body_bytes(payload)
+
+
+def test_tasks_backend_without_a_tasks_api_is_named(settings, monkeypatch):
+    from django_i3tasks import checks
+
+    settings.TASKS = {"default": {"BACKEND": "django_i3tasks.backends.PubSubBackend"}}
+    monkeypatch.setattr(checks, "tasks_api_installed", lambda: False)
+    (error,) = checks.check_tasks_backend()
+    assert error.id == "django_i3tasks.E105"
+    assert "django-tasks" in error.hint and "PubSubBackend" in error.msg
+    monkeypatch.setattr(checks, "tasks_api_installed", lambda: True)
+    assert checks.check_tasks_backend() == []
+    settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+    monkeypatch.setattr(checks, "tasks_api_installed", lambda: False)
+    assert checks.check_tasks_backend() == []
