@@ -26,6 +26,14 @@ setup(
             "psycopg[binary]>=3.1",
             "ruff>=0.6",
         ],
+        # bench/compare.py: the systems it compares with, the server, the chart.
+        "bench": [
+            "gunicorn>=22",
+            "celery[redis]>=5.3,<6",
+            "django-celery-results>=2.5",
+            "matplotlib>=3.7",
+            "psycopg[binary]>=3.1",
+        ],
     },
     classifiers=[
         "Framework :: Django",
