@@ -38,6 +38,14 @@ setup(
             # typing_extensions and django-stubs-ext, which django-stubs brings anyway.
             "django-tasks>=0.10",
         ],
+        # bench/compare.py: the systems it compares with, the server, the chart.
+        "bench": [
+            "gunicorn>=22",
+            "celery[redis]>=5.3,<6",
+            "django-celery-results>=2.5",
+            "matplotlib>=3.7",
+            "psycopg[binary]>=3.1",
+        ],
     },
     classifiers=[
         "Framework :: Django",

@@ -8,17 +8,20 @@ Scenarios, each on a fresh slot history, timed for consecutive minutes:
   a multi-tenant project has them.
 - *distinct*: 10,000 different expressions (``m h * * *``): croniter parses each.
 - *all due*: 10,000 ``* * * * *`` schedules: every call enqueues 10,000 tasks.
-The first call on an empty history is *cold*: it computes every slot, and enqueues every
-schedule whose latest slot lies within ``beat_catch_up_seconds`` (a first deploy). Later
-calls are *warm* (slots and done slots are cached per process). *New process* is a restart
-on an existing history: caches empty, the slot rows answer.
+The first call on an empty history is *cold*: it fills the schedule-state table, computes
+every slot, and enqueues every schedule whose latest slot lies within
+``beat_catch_up_seconds`` (a first deploy). Later calls are *warm*. *New process* is a
+restart on an existing history: process caches empty, the ``ScheduleState`` table kept (its
+rows say which schedules are due, so only those crons are parsed).
 
-Target (issue 4): under 0.5 s per call on this machine.
+Targets (issue 14): a call with 10,000 distinct expressions under 0.2 s, warm and on a new
+process; a minute in which all 10,000 are due under 1.5 s on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import sys
 import time
@@ -31,7 +34,8 @@ from harness import count, main  # noqa: E402
 
 SCHEDULES = 10_000
 WARM_CALLS = 5
-TARGET = 0.5
+TARGET = 0.2
+ALL_DUE_TARGET = 1.5
 
 
 def crons(kind: str) -> list[str]:
@@ -52,7 +56,7 @@ def measure(db: str) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from django_i3tasks import beat, transport
-    from django_i3tasks.models import ScheduleSlot, TaskExecution
+    from django_i3tasks.models import ScheduleSlot, ScheduleState, TaskExecution
     from django_i3tasks.provisioning import ensure_pubsub
     from django_i3tasks.types import Schedule
 
@@ -62,14 +66,18 @@ def measure(db: str) -> None:
     start = datetime.now(dt_timezone.utc).replace(second=0, microsecond=0) - timedelta(
         minutes=WARM_CALLS + 2
     )
-    print(f"\n## {db} ({connection.vendor}), {SCHEDULES:,} schedules, target < {TARGET} s")
+    print(f"\n## {db} ({connection.vendor}), {SCHEDULES:,} schedules; targets: < {TARGET} s "
+          f"(distinct, warm and new process), < {ALL_DUE_TARGET} s (all due)")
+    print("machine: {} cores, load average {:.2f} {:.2f} {:.2f}".format(
+        os.cpu_count(), *os.getloadavg()))
     for kind in ("mixed", "distinct", "all due"):
         schedules = tuple(
             Schedule("tests.testapp.beat_tasks", "tick", cron, [i], name=f"{kind}-{i}")
             for i, cron in enumerate(crons(kind))
         )
         settings.I3TASKS = dataclasses.replace(base, schedules=schedules)
-        beat.forget()
+        beat.forget(keep_state=True)
+        ScheduleState.objects.all().delete()
         ScheduleSlot.objects.all().delete()
         TaskExecution.objects.all().delete()
         rows = []
@@ -84,8 +92,9 @@ def measure(db: str) -> None:
             body = response.json()
             rows.append((elapsed, len(body["enqueued"]), len(body["skipped"]),
                          body["unchanged"], count(captured)))
-        # A new process (deploy, new instance) on the same history: cold caches, known slots.
-        beat.forget()
+        # A new process (deploy, new instance) on the same history: cold caches, the state
+        # table and the slot rows kept.
+        beat.forget(keep_state=True)
         header = (start + timedelta(minutes=WARM_CALLS + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         with CaptureQueriesContext(connection) as captured:
             began = time.perf_counter()
@@ -105,9 +114,11 @@ def measure(db: str) -> None:
         print(f"  new process, existing history: {restart * 1000:7.1f} ms, enqueued "
               f"{len(restarted['enqueued'])}, already done {len(restarted['skipped'])}, "
               f"{count(captured)[1]} data statements")
-        verdict = "meets" if statistics.median(warm_times) < TARGET else "misses"
-        print(f"  warm median {verdict} the {TARGET} s target; cold call "
-              f"{'meets' if cold[0] < TARGET else 'misses'} it")
+        limit = ALL_DUE_TARGET if kind == "all due" else TARGET
+        verdict = "meets" if statistics.median(warm_times) < limit else "MISSES"
+        print(f"  warm median {verdict} the {limit} s target; new process "
+              f"{'meets' if restart < limit else 'MISSES'} it; cold call (first deploy) "
+              f"{'meets' if cold[0] < limit else 'misses'} it")
     settings.I3TASKS = base
 
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 import zoneinfo
 from dataclasses import dataclass, field
@@ -23,15 +24,22 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import DatabaseError, connections, router, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import lifecycle, outbox
 from .conf import get_settings
 from .db import insert_new
-from .models import ExecutionStatus, ScheduleSlot, TaskExecution, TaskExecutionTry, TryStatus
+from .models import (
+    ExecutionStatus,
+    ScheduleSlot,
+    ScheduleState,
+    TaskExecution,
+    TaskExecutionTry,
+    TryStatus,
+)
 from .registry import registry
 from .types import Schedule
 
@@ -103,27 +111,56 @@ class _SlotCache:
     def __init__(self) -> None:
         self._windows: dict[tuple[str, str], tuple[datetime, datetime]] = {}
 
-    def latest(self, cron: str, tz_name: str, minute: datetime) -> datetime:
+    def window(self, cron: str, tz_name: str, minute: datetime) -> tuple[datetime, datetime]:
         key = (cron, tz_name)
         window = self._windows.get(key)
         if window is None or not window[0] <= minute < window[1]:
             window = _slot_window(cron, tz_name, minute)
             self._windows[key] = window
-        return window[0]
+        return window
+
+    def latest(self, cron: str, tz_name: str, minute: datetime) -> datetime:
+        return self.window(cron, tz_name, minute)[0]
+
+
+#: ``next_fire`` of a state row never evaluated: due at the next call.
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+#: Rows per statement when the state table is written in bulk.
+STATE_CHUNK = 2000
+
+
+def _spec(schedule: Schedule) -> str:
+    return f"{schedule.timezone} {schedule.cron}"
+
+
+@dataclass
+class _Book:
+    """Per process: the configured schedules by key, and the settings value they were synced
+    into ``ScheduleState`` for (a new settings value, e.g. a test's, syncs again)."""
+
+    source: tuple[Schedule, ...] | None = None
+    by_key: dict[str, Schedule] = field(default_factory=dict)
+    #: The next sync starts the state table afresh (set by ``forget()``).
+    rebuild: bool = False
 
 
 _slots = _SlotCache()
-#: Per process: the latest slot of each schedule known to be done (claimed by this process or
-#: found claimed). A steady beat then only goes to the database for new slots. Rows are
-#: never un-claimed, so what is known done stays done.
-_handled: dict[str, datetime] = {}
+_book = _Book()
+_book_lock = threading.Lock()
 
 
-def forget() -> None:
-    """Drop this process's caches (tests that swap databases under a running process)."""
-    global _slots
-    _slots = _SlotCache()
-    _handled.clear()
+def forget(*, keep_state: bool = False) -> None:
+    """Drop what this process remembers (tests that swap databases under a running process).
+
+    By default the next call also rebuilds the schedule-state table from the settings, so it
+    behaves like an instance that knows nothing: every schedule's latest slot is checked
+    against the ``ScheduleSlot`` rows again. ``keep_state=True`` only empties the caches, as a
+    restarted process has them.
+    """
+    global _slots, _book
+    with _book_lock:
+        _slots = _SlotCache()
+        _book = _Book(rebuild=not keep_state)
 
 
 def latest_slot(schedule: Schedule, at: datetime) -> datetime:
@@ -132,21 +169,143 @@ def latest_slot(schedule: Schedule, at: datetime) -> datetime:
     return _slots.latest(schedule.cron, str(schedule.timezone), minute)
 
 
-def fire_schedules(at: datetime, report: BeatReport) -> None:
-    """Claim and enqueue every due slot that no call has claimed before."""
-    conf = get_settings()
-    oldest = at - timedelta(seconds=conf.beat_catch_up_seconds)
-    due: dict[tuple[str, datetime], Schedule] = {}
-    for schedule in conf.schedules:
-        slot = latest_slot(schedule, at)
-        if slot < oldest:
-            continue
-        if _handled.get(schedule.key) == slot:
-            report.unchanged += 1
+def _sync(schedules: tuple[Schedule, ...], rebuild: bool) -> dict[str, Schedule]:
+    """Make ``ScheduleState`` hold one row per configured schedule; parses no cron.
+
+    Rows of removed schedules go; a new schedule, or one whose cron or time zone changed, gets
+    a row that is due at once (its latest slot is computed when it is selected). Concurrent
+    syncs insert with ``ON CONFLICT DO NOTHING``, so they cannot fail on each other.
+    """
+    by_key = {schedule.key: schedule for schedule in schedules}
+    with transaction.atomic():
+        if rebuild:
+            ScheduleState.objects.all().delete()
+            stored: dict[str, tuple[int, str]] = {}
         else:
-            due[(schedule.key, slot)] = schedule
-    if not due:
+            stored = {key: (pk, spec) for pk, key, spec in
+                      ScheduleState.objects.values_list("pk", "key", "spec")}
+        stale = [pk for key, (pk, spec) in stored.items()
+                 if key not in by_key or spec != _spec(by_key[key])]
+        for start in range(0, len(stale), STATE_CHUNK):
+            ScheduleState.objects.filter(pk__in=stale[start:start + STATE_CHUNK]).delete()
+        kept = {key for key, (_, spec) in stored.items()
+                if key in by_key and spec == _spec(by_key[key])}
+        rows = [{"key": key, "spec": _spec(schedule), "next_fire": NEVER, "last_slot": None}
+                for key, schedule in by_key.items() if key not in kept]
+        insert_new(ScheduleState, rows, ["key"], ["id"])
+    return by_key
+
+
+def _configured(schedules: tuple[Schedule, ...], lost_rows: bool = False) -> dict[str, Schedule]:
+    """The schedules by key, synced into the state table once per process and settings value
+    (again when rows went missing)."""
+    global _book
+    with _book_lock:
+        if _book.source is not schedules or lost_rows or _book.rebuild:
+            by_key = _sync(schedules, rebuild=_book.rebuild)
+            _book = _Book(source=schedules, by_key=by_key)
+        return _book.by_key
+
+
+def _advance(rows: list[tuple[int, datetime, datetime | None, str | None]]) -> None:
+    """Move due rows' ``next_fire`` forward (never back: a late call for an earlier minute
+    leaves them alone), with their ``last_slot`` and, for a row written by settings that
+    differ from ours (a rolling deploy), our spec: one ``UPDATE ... FROM unnest(arrays)`` on
+    PostgreSQL, one ``UPDATE ... FROM (VALUES ...)`` per chunk on SQLite.
+
+    A failure here is logged, not raised: the slots are committed already, and a row left
+    behind is only selected again and answered by its ``ScheduleSlot`` row.
+    """
+    if not rows:
         return
+    connection = connections[router.db_for_write(ScheduleState)]
+    meta = ScheduleState._meta
+    try:
+        with transaction.atomic(using=connection.alias):
+            if connection.vendor not in ("postgresql", "sqlite"):
+                for pk, following, latest, spec in rows:
+                    values: dict[str, Any] = {"next_fire": following}
+                    queryset = ScheduleState.objects.filter(pk=pk)
+                    if latest is not None:
+                        values["last_slot"] = latest
+                    if spec is None:
+                        queryset = queryset.filter(next_fire__lt=following)
+                    else:
+                        values["spec"] = spec
+                    queryset.update(**values)
+                return
+            table = connection.ops.quote_name(meta.db_table)
+            moment: Any = meta.get_field("next_fire")
+            head = (f"UPDATE {table} SET next_fire = v.column2, "
+                    f"last_slot = COALESCE(v.column3, {table}.last_slot), "
+                    f"spec = COALESCE(v.column4, {table}.spec) FROM ")
+            tail = (f" WHERE {table}.id = v.column1 "
+                    f"AND ({table}.next_fire < v.column2 OR v.column4 IS NOT NULL)")
+            with connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    # Four array parameters, however many rows: cheap to send and to parse.
+                    columns = [list(column) for column in zip(*rows, strict=True)]
+                    cursor.execute(
+                        head + "unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], "
+                        "%s::varchar[]) AS v(column1, column2, column3, column4)" + tail,
+                        columns,
+                    )
+                    return
+                for start in range(0, len(rows), STATE_CHUNK):
+                    chunk = rows[start:start + STATE_CHUNK]
+                    params: list[Any] = []
+                    for pk, nxt, last, theirs in chunk:
+                        params += [pk, moment.get_db_prep_value(nxt, connection),
+                                   moment.get_db_prep_value(last, connection), theirs]
+                    placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
+                    cursor.execute(head + f"(VALUES {placeholders}) AS v" + tail, params)
+    except DatabaseError:
+        logger.warning("Beat: could not record the next slot of %d schedule(s); the next call "
+                       "checks them again", len(rows), exc_info=True)
+
+
+def fire_schedules(at: datetime, report: BeatReport) -> None:
+    """Claim and enqueue every due slot that no call has claimed before.
+
+    Only the schedules whose ``next_fire`` has come are read (by index) and evaluated, so a
+    call costs in proportion to what is due, plus one count over the state table.
+    """
+    conf = get_settings()
+    if not conf.schedules and _book.source is conf.schedules and not _book.rebuild:
+        return  # nothing configured, and the table was emptied when that was synced
+    oldest = at - timedelta(seconds=conf.beat_catch_up_seconds)
+    minute = at.astimezone(UTC).replace(second=0, microsecond=0)
+    by_key = _configured(conf.schedules)
+    counts = ScheduleState.objects.aggregate(
+        total=Count("pk"),
+        unchanged=Count("pk", filter=Q(last_slot__gte=oldest, next_fire__gt=at)),
+    )
+    if counts["total"] < len(by_key):  # rows went missing (e.g. deleted by hand): sync again
+        by_key = _configured(conf.schedules, lost_rows=True)
+    report.unchanged = counts["unchanged"]
+    due: dict[tuple[str, datetime], Schedule] = {}
+    moves: list[tuple[int, datetime, datetime | None, str | None]] = []
+    for pk, key, spec in ScheduleState.objects.filter(next_fire__lte=at).values_list(
+        "pk", "key", "spec"
+    ):
+        schedule = by_key.get(key)
+        if schedule is None:  # another deploy's schedule: left to the processes that know it
+            continue
+        latest, following = _slots.window(schedule.cron, str(schedule.timezone), minute)
+        ours = _spec(schedule)
+        theirs = None if spec == ours else ours
+        if latest < oldest:  # older than beat_catch_up_seconds: given up
+            moves.append((pk, following, None, theirs))
+        else:
+            due[(key, latest)] = schedule
+            moves.append((pk, following, latest, theirs))
+    if due:
+        _claim(due, report)
+    _advance(moves)
+
+
+def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> None:
+    """Insert the due slots' rows; enqueue the tasks of the slots this call inserted."""
     now = timezone.now()
     ordered = sorted(due.items(), key=lambda item: item[0])
     uuids = {slot_key: uuid.uuid4() for slot_key, _ in ordered}
@@ -170,8 +329,6 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
                 calls.append((task, schedule.args, schedule.kwargs))
                 entries.append((entry, uuids[(key, slot)]))
         lifecycle.enqueue_calls(calls, uuids=[execution_uuid for _, execution_uuid in entries])
-        done = {key: slot for key, slot in due}
-        transaction.on_commit(lambda: _handled.update(done))
     for entry, execution_uuid in entries:
         entry["execution"] = str(execution_uuid)
         report.enqueued.append(entry)

@@ -196,3 +196,27 @@ class ScheduleSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule_key} @ {self.slot.isoformat()}"
+
+
+class ScheduleState(models.Model):
+    """Where one configured schedule stands, so a beat call selects the schedules due now by
+    index instead of evaluating every cron expression.
+
+    Only an optimisation: the unique ``ScheduleSlot`` row still decides whether a slot fires,
+    so a lost or stale row costs a redundant check, never a duplicate task.
+    """
+
+    key = models.CharField(max_length=255, unique=True)
+    #: ``"<time zone> <cron>"`` the row was computed for; a change resets the row.
+    spec = models.CharField(max_length=400)
+    #: The earliest slot not yet handled (the epoch for a row never evaluated).
+    next_fire = models.DateTimeField()
+    #: The latest slot claimed (or found claimed) for this schedule.
+    last_slot = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "schedule state"
+        indexes = [models.Index(fields=["next_fire"], name="i3_state_next_fire")]
+
+    def __str__(self) -> str:
+        return f"{self.key} next {self.next_fire.isoformat()}"

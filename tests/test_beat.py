@@ -9,6 +9,7 @@ from datetime import timezone as dt_timezone
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from django_i3tasks import beat, transport
@@ -17,6 +18,7 @@ from django_i3tasks.execution import run_message
 from django_i3tasks.models import (
     ExecutionStatus,
     ScheduleSlot,
+    ScheduleState,
     TaskExecution,
     TaskExecutionTry,
     TryStatus,
@@ -278,3 +280,146 @@ def test_beat_command_once(i3settings, no_publish, capsys):
     assert "enqueued 1" in out and MINUTELY.key in out
     assert executions("minutely") == 1
 
+
+
+# -- schedule state: a call evaluates what is due, not every schedule ----------------------
+
+
+def state(key: str) -> ScheduleState:
+    return ScheduleState.objects.get(key=key)
+
+
+def count_windows(monkeypatch) -> list[str]:
+    """Record every cron evaluation (croniter) the beat makes."""
+    seen: list[str] = []
+    real = beat._slot_window
+
+    def window(cron, tz_name, minute):
+        seen.append(cron)
+        return real(cron, tz_name, minute)
+
+    monkeypatch.setattr(beat, "_slot_window", window)
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_process_evaluates_only_the_due_schedules(i3settings, no_publish, monkeypatch):
+    daily = [Schedule("tests.testapp.beat_tasks", "tick", f"{m} 5 * * *", [f"d{m}"])
+             for m in range(30)]
+    i3settings(schedules=(MINUTELY, HOURLY, *daily))
+    run_beat(at("2026-11-23T12:00:00"))
+    assert state(HOURLY.key).next_fire == at("2026-11-23T13:00:00")
+    assert state(HOURLY.key).last_slot == at("2026-11-23T12:00:00")
+    assert state(daily[0].key).next_fire == at("2026-11-24T05:00:00")  # given up, not fired
+    assert state(daily[0].key).last_slot is None
+    beat.forget(keep_state=True)  # a restarted process: empty caches, the table stays
+    seen = count_windows(monkeypatch)
+    report = run_beat(at("2026-11-23T12:01:00"))
+    assert seen == [MINUTELY.cron]  # no other cron expression is parsed
+    assert [e["schedule"] for e in report.enqueued] == [MINUTELY.key]
+    assert report.skipped == [] and report.unchanged == 1  # the hourly slot is done
+    assert len(no_publish) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queries_per_call_do_not_grow_with_schedules_that_are_not_due(
+    i3settings, no_publish
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def steady_queries(schedules: int, hour: int) -> int:
+        daily = tuple(Schedule("tests.testapp.beat_tasks", "tick", f"{i % 60} 5 * * *", [i],
+                               name=f"daily-{schedules}-{i}") for i in range(schedules))
+        i3settings(schedules=(MINUTELY, *daily))
+        run_beat(at(f"2026-11-23T{hour}:00:00"))
+        with CaptureQueriesContext(connection) as captured:
+            report = run_beat(at(f"2026-11-23T{hour}:01:00"))
+        assert [e["schedule"] for e in report.enqueued] == [MINUTELY.key]
+        return len(captured.captured_queries)
+
+    assert steady_queries(10, 12) == steady_queries(500, 13)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_changed_added_and_removed_schedules_are_picked_up(i3settings, no_publish):
+    report_v1 = Schedule("tests.testapp.beat_tasks", "tick", "0 * * * *", ["v1"], name="report")
+    i3settings(schedules=(report_v1, MINUTELY))
+    assert {e["schedule"] for e in run_beat(at("2026-11-23T12:00:00")).enqueued} == {
+        "report", MINUTELY.key}
+    # Same name, new cron: the new expression's latest slot (12:30) runs at the next call.
+    report_v2 = Schedule("tests.testapp.beat_tasks", "tick", "30 * * * *", ["v2"],
+                         name="report")
+    i3settings(schedules=(report_v2, DAILY))  # MINUTELY removed, DAILY added
+    enqueued = run_beat(at("2026-11-23T12:31:00")).enqueued
+    assert [(e["schedule"], e["slot"]) for e in enqueued] == [
+        ("report", "2026-11-23T12:30:00+00:00")]
+    assert state("report").spec == "UTC 30 * * * *"
+    assert not ScheduleState.objects.filter(key=MINUTELY.key).exists()
+    assert state(DAILY.key).next_fire == at("2026-11-24T03:30:00")
+    assert executions("v2") == 1 and executions("minutely") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_call_never_moves_a_schedule_back_and_lost_rows_come_back(
+    i3settings, no_publish
+):
+    i3settings(schedules=(MINUTELY, HOURLY))
+    run_beat(at("2026-11-23T12:05:00"))
+    late = run_beat(at("2026-11-23T12:03:00"))  # a retried call for an earlier minute
+    assert late.enqueued == [] and late.skipped == []
+    assert state(MINUTELY.key).next_fire == at("2026-11-23T12:06:00")
+    ScheduleState.objects.all().delete()  # e.g. by hand: the next call rebuilds the rows
+    report = run_beat(at("2026-11-23T12:05:30"))
+    assert report.enqueued == []
+    assert sorted(s["schedule"] for s in report.skipped) == sorted([MINUTELY.key, HOURLY.key])
+    assert ScheduleState.objects.count() == 2
+    assert executions("minutely") == 1 and executions("hourly") == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrency is proven on "
+                    "PostgreSQL (SQLite serialises writers)")
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_calls_of_fresh_processes_fire_each_slot_once(
+    i3settings, no_publish
+):
+    """Eight processes start at once on an empty state table: their syncs insert the same
+    rows, their calls select the same due rows and advance them; each slot runs once."""
+    from django.db import connections
+
+    schedules = tuple(
+        Schedule("tests.testapp.beat_tasks", "tick", cron, [f"race-{i}"], name=f"race-{i}")
+        for i, cron in enumerate(["* * * * *", "0 * * * *", "*/5 * * * *", "30 3 * * *"] * 5)
+    )
+    i3settings(schedules=schedules)
+    beat.forget(keep_state=True)  # no rebuild: every thread syncs into the empty table
+    barrier = threading.Barrier(8)
+    reports, errors = [], []
+
+    def fresh_process(minute: str) -> None:
+        try:
+            barrier.wait()
+            with beat._book_lock:  # each thread plays a process of its own
+                book = beat._sync(schedules, rebuild=False)
+            assert set(book) == {s.key for s in schedules}
+            barrier.wait()
+            reports.append(run_beat(at(minute)))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=fresh_process, args=("2026-11-23T12:00:00",))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    enqueued = sorted(e["schedule"] for r in reports for e in r.enqueued)
+    assert enqueued == sorted(s.key for s in schedules if s.cron != "30 3 * * *")
+    assert ScheduleState.objects.count() == len(schedules)
+    assert ScheduleSlot.objects.count() == len(enqueued)
+    assert set(ScheduleState.objects.filter(key__in=enqueued).values_list(
+        "last_slot", flat=True)) == {at("2026-11-23T12:00:00")}
+    assert len(no_publish) == len(enqueued)
