@@ -127,18 +127,18 @@ def _check_time_limits(conf: I3TasksSettings) -> list[Error | Warning]:
         limit = getattr(task, "time_limit", None)
         if limit is None:
             continue
-        if limit > conf.lease_seconds:
+        if limit >= conf.lease_seconds:
             warnings.append(_warning(
-                f"Task {task.name} has time_limit={limit:g} s, above I3TASKS.lease_seconds = "
+                f"Task {task.name} has time_limit={limit:g} s, not below I3TASKS.lease_seconds = "
                 f"{conf.lease_seconds}: a try still running after its lease may be claimed "
                 "and run again by another delivery.",
                 "Raise lease_seconds above the longest time_limit, or lower the time_limit.",
                 4))
         queue = queues.get(task.queue_name or conf.default_queue.queue_name)
         if (isinstance(queue, PushQueue) and _number(queue.ack_deadline_seconds, 10, 600)
-                and limit > queue.ack_deadline_seconds):
+                and limit >= queue.ack_deadline_seconds):
             warnings.append(_warning(
-                f"Task {task.name} has time_limit={limit:g} s, above the ack deadline of its "
+                f"Task {task.name} has time_limit={limit:g} s, not below the ack deadline of its "
                 f"push queue {queue.queue_name!r} ({queue.ack_deadline_seconds} s), which is "
                 "also the push request timeout: Pub/Sub delivers the message again while the "
                 "task runs.",
