@@ -111,9 +111,11 @@ PROGRESS_READER = """
 import json, sys, time, django
 django.setup()
 from django_i3tasks import get_result
+print("ready", flush=True)
+execution_uuid = sys.stdin.readline().strip()
 seen, deadline = [], time.monotonic() + 40
 while time.monotonic() < deadline:
-    result = get_result(sys.argv[1])
+    result = get_result(execution_uuid)
     if result.progress is not None and (not seen or seen[-1] != result.progress.current):
         seen.append(result.progress.current)
     if result.is_finished:
@@ -124,14 +126,22 @@ print(json.dumps({"seen": seen, "status": result.status}))
 
 
 def test_progress_is_read_by_another_process_while_the_task_runs(push_queue):
-    handle = ct.counts_up.delay("p", 5, 0.5)
-    transport.flush()
-    reader = subprocess.run(
-        [sys.executable, "-c", PROGRESS_READER, str(handle.uuid)], env=subprocess_env(),
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    reader = subprocess.Popen(
+        [sys.executable, "-c", PROGRESS_READER], env=subprocess_env(), cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert reader.returncode == 0, reader.stderr
-    report = json.loads(reader.stdout.strip().splitlines()[-1])
+    try:
+        assert reader.stdout is not None and reader.stdin is not None
+        assert reader.stdout.readline().strip() == "ready"  # Django is set up over there
+        handle = ct.counts_up.delay("p", 5, 0.5)
+        transport.flush()
+        reader.stdin.write(f"{handle.uuid}\n")
+        reader.stdin.flush()
+        out, err = reader.communicate(timeout=90)
+    finally:
+        reader.kill()
+    assert reader.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
     assert report["status"] == "success"
     assert len(report["seen"]) >= 2, report
     assert report["seen"] == sorted(report["seen"])
