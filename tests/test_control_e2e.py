@@ -70,6 +70,15 @@ def test_await_result_in_async_code(push_queue):
     handle = ct.async_add.delay(20, 22)
     transport.flush()
     assert asyncio.run(handle.await_result(timeout=30)) == 42
+    close_async_connection()
+
+
+def close_async_connection() -> None:
+    """Close the connection of asgiref's sync thread (used by the async reads above)."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    asyncio.run(sync_to_async(lambda: connections.close_all())())
 
 
 def test_cancel_before_delivery_the_message_comes_later_and_is_acknowledged(
@@ -213,6 +222,25 @@ def test_an_async_task_result_is_recorded(push_queue):
     transport.flush()
     assert handle.wait_result(timeout=30) == 5
     assert get_result(handle.uuid).return_value == 5
+
+
+def test_an_async_task_runs_from_the_push_view_under_asgi(no_publish):
+    """Django's ASGI handler (``AsyncClient``) serving the push view: the async task runs on
+    the server's event loop."""
+    from django.test import AsyncClient
+
+    from django_i3tasks.lifecycle import message_for
+    from django_i3tasks.models import TaskExecution
+
+    handle = ct.async_add.delay(4, 5)
+    execution = TaskExecution.objects.get(pk=handle.id)
+    data, attributes = message_for(execution, execution.tries.get()).encode()
+    response = asyncio.run(AsyncClient().post(
+        "/i3/tasks-push/", push_envelope(data, attributes), content_type="application/json"
+    ))
+    close_async_connection()
+    assert response.status_code == 200 and response.json()["status"] == "success"
+    assert handle.get_result().return_value == 9
 
 
 def test_an_async_task_uses_the_orm_and_reports_progress(push_queue):
