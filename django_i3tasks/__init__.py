@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0.dev0"
 __all__ = [
-    "ChainHandle", "I3TasksError", "Task", "TaskDecorator", "TaskGroup", "TaskHandle",
-    "TaskMetadata",
+    "ChainHandle", "I3TasksError", "ResultTimeout", "Task", "TaskCancelled", "TaskDecorator",
+    "TaskFailed", "TaskGroup", "TaskHandle", "TaskMetadata", "TaskResult",
+    "TaskResultDoesNotExist", "TimeLimitExceeded", "get_result",
 ]
 
 #: Where each public name lives (imported on first use).
@@ -23,12 +24,27 @@ _PUBLIC = {
     "ChainHandle": "handles",
     "TaskGroup": "models",
     "I3TasksError": "exceptions",
+    "TaskResult": "results",
+    "get_result": "results",
+    "TaskResultDoesNotExist": "exceptions",
+    "TaskFailed": "exceptions",
+    "TaskCancelled": "exceptions",
+    "ResultTimeout": "exceptions",
+    "TimeLimitExceeded": "exceptions",
 }
 
 if TYPE_CHECKING:
-    from .exceptions import I3TasksError
+    from .exceptions import (
+        I3TasksError,
+        ResultTimeout,
+        TaskCancelled,
+        TaskFailed,
+        TaskResultDoesNotExist,
+        TimeLimitExceeded,
+    )
     from .handles import ChainHandle, TaskHandle
     from .models import TaskGroup
+    from .results import TaskResult, get_result
     from .task import Task, TaskDecorator, TaskMetadata
 
 

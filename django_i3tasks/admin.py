@@ -77,9 +77,9 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
     search_fields = ("=uuid", "task_name")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
-    readonly_fields = ("chain", "group_link")
+    readonly_fields = ("chain", "group_link", "task_progress")
     inlines = (TryInline, ResultInline)
-    actions = ("retry",)
+    actions = ("retry", "cancel")
     list_select_related = ("group",)
 
     def lookup_allowed(self, lookup: str, value: str, request: Any = None) -> bool:
@@ -129,6 +129,34 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
             self.message_user(
                 request, f"{skipped} selected execution(s) were not failed and were left alone.",
                 messages.WARNING,
+            )
+
+
+    # --- task control (issue 12): a self-contained addition --------------------------------
+
+    @admin.display(description="progress")
+    def task_progress(self, obj: TaskExecution) -> str:
+        """The latest try's ``set_progress()``: "3 / 10 (30%) message"."""
+        last = obj.tries.order_by("-number").values_list("progress", flat=True).first()
+        if not isinstance(last, dict):
+            return "-"
+        current, total = last.get("current"), last.get("total")
+        text = f"{current} / {total}" if total is not None else f"{current}"
+        if total and current is not None:
+            text += f" ({100 * current / total:.0f}%)"
+        return f"{text} {last.get('message', '')}".strip()
+
+    @admin.action(description="Cancel the selected executions", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[TaskExecution]) -> None:
+        selected = list(queryset.order_by("pk").values_list("pk", flat=True))
+        cancelled = sum(lifecycle.cancel(pk) for pk in selected)
+        self.message_user(
+            request, f"{cancelled} execution(s) cancelled or asked to stop.", messages.SUCCESS
+        )
+        if cancelled < len(selected):
+            self.message_user(
+                request, f"{len(selected) - cancelled} selected execution(s) had already "
+                "finished and were left alone.", messages.WARNING,
             )
 
 

@@ -126,10 +126,11 @@ class ApiTask(Task[..., Any]):
     def __repr__(self) -> str:
         return f"<ApiTask {self.name}>"
 
-    def run(self, args: Sequence[Any], kwargs: dict[str, Any], metadata: TaskMetadata) -> Any:
+    def run(self, args: Sequence[Any], kwargs: dict[str, Any], metadata: TaskMetadata, *,
+            time_limit: float | None = None) -> Any:
         if self.definition.takes_context:
             args = [TaskContext(task_result=self._current_result(metadata)), *args]
-        return super().run(args, kwargs, metadata)
+        return super().run(args, kwargs, metadata, time_limit=time_limit)
 
     def _current_result(self, metadata: TaskMetadata) -> TaskResult[..., Any]:
         """The result of the execution being run (RUNNING, ``attempts`` = try number); for a

@@ -40,6 +40,7 @@ ERRORS = {
 }
 WARNINGS = {
     "open_push_endpoint": 1, "push_account": 2, "push_body_limit": 3, "legacy_field": 4,
+    "time_limit_lease": 5, "time_limit_ack_deadline": 6,
 }
 #: The tag of the configuration checks (``manage.py check --tag django_i3tasks``); the
 #: endpoint authentication checks are under Django's ``security`` tag.
@@ -152,7 +153,39 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         for name in LEGACY_IGNORED if getattr(conf, name) is not None
     ]
     errors += _check_task_queues(seen)
+    if "lease_seconds" in in_range:
+        errors += _check_time_limits(conf)
     return errors
+
+
+def _check_time_limits(conf: I3TasksSettings) -> list[Error | Warning]:
+    """A try may run for its task's ``time_limit``: its lease and, on a push queue, the ack
+    deadline (the push request timeout) must last as long, or the task is run a second time
+    while the first run is still going."""
+    queues = {queue.queue_name: queue for queue in conf.queues if hasattr(queue, "queue_name")}
+    warnings: list[Error | Warning] = []
+    for task in registry.all():
+        limit = getattr(task, "time_limit", None)
+        if limit is None:
+            continue
+        if limit >= conf.lease_seconds:
+            warnings.append(_warning(
+                f"Task {task.name} has time_limit={limit:g} s, not below I3TASKS.lease_seconds = "
+                f"{conf.lease_seconds}: a try still running after its lease may be claimed "
+                "and run again by another delivery.",
+                "Raise lease_seconds above the longest time_limit, or lower the time_limit.",
+                "time_limit_lease"))
+        queue = queues.get(task.queue_name or conf.default_queue.queue_name)
+        if (isinstance(queue, PushQueue) and _number(queue.ack_deadline_seconds, 10, 600)
+                and limit >= queue.ack_deadline_seconds):
+            warnings.append(_warning(
+                f"Task {task.name} has time_limit={limit:g} s, not below the ack deadline of its "
+                f"push queue {queue.queue_name!r} ({queue.ack_deadline_seconds} s), which is "
+                "also the push request timeout: Pub/Sub delivers the message again while the "
+                "task runs.",
+                "Raise the queue's ack_deadline_seconds (at most 600), lower the time_limit, "
+                "or send the task to a pull queue.", "time_limit_ack_deadline"))
+    return warnings
 
 
 @register(Tags.security)

@@ -34,6 +34,44 @@ class PayloadTooLarge(InvalidTaskOption):
     """The arguments of a call are larger than ``I3TASKS.max_payload_bytes``."""
 
 
+# --- results and task control -----------------------------------------------------------
+
+
+class TaskResultDoesNotExist(I3TasksError, LookupError):
+    """No execution with the uuid given to ``get_result()`` (never written, or cleaned up)."""
+
+
+class TaskFailed(I3TasksError):
+    """``wait_result()`` on an execution that failed for good (or was skipped because an
+    earlier chain step did not succeed). ``str()`` names the error type and message; the
+    whole ``TaskResult`` is in ``.result``."""
+
+    def __init__(self, detail: str, result: object = None) -> None:
+        super().__init__(detail)
+        self.result = result
+
+
+class TaskCancelled(I3TasksError):
+    """``wait_result()`` on an execution that was cancelled or expired before it ran.
+
+    A task may also raise it itself (after ``task_metadata.is_cancelled()`` turned true): its
+    execution is then recorded as cancelled, not failed, and never retried.
+    """
+
+    def __init__(self, detail: str = "cancelled", result: object = None) -> None:
+        super().__init__(detail)
+        self.result = result
+
+
+class ResultTimeout(I3TasksError, TimeoutError):
+    """``wait_result(timeout=...)`` gave up waiting; the task may still finish later."""
+
+
+class TimeLimitExceeded(I3TasksError):
+    """Raised inside a task that ran past its ``time_limit``; the try is recorded as failed
+    with this error and retried per the task's retry policy."""
+
+
 # --- HTTP answers -------------------------------------------------------------------------
 
 

@@ -2,10 +2,12 @@
 inline/recording outboxes.
 
 1. Look the task up in the registry (never import anything a message names).
-2. Claim the try (``lifecycle.claim``): a duplicate or concurrent delivery finds nothing to
-   claim and is told why, without running anything.
-3. Run the function outside any transaction.
-4. Record the outcome (``lifecycle.record_success``/``record_failure``), guarded by the claim
+2. A first try whose execution's ``expires`` time has passed is not run: the execution
+   expires (``lifecycle.expire``) and the message is acknowledged.
+3. Claim the try (``lifecycle.claim``): a duplicate or concurrent delivery finds nothing to
+   claim and is told why, without running anything (a cancelled try: acknowledged).
+4. Run the function outside any transaction, under the task's ``time_limit``.
+5. Record the outcome (``lifecycle.record_success``/``record_failure``), guarded by the claim
    token: success with what follows it, or failure with the next try after its backoff, or
    failure for good.
 
@@ -16,30 +18,64 @@ has passed, so Pub/Sub's own redelivery does the waiting; there is no delayed de
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Callable
 
+from django.utils import timezone
+
 from . import lifecycle, outbox
 from .conf import get_settings
+from .exceptions import TaskCancelled
 from .messages import TaskMessage
 from .outcome import Outcome, OutcomeStatus
 from .registry import registry
-from .task import TaskMetadata
+from .task import RunningTry, Task, TaskMetadata
 
-__all__ = ["Outcome", "OutcomeStatus", "backoff_seconds", "release_claim", "run_message"]
+__all__ = [
+    "Outcome", "OutcomeStatus", "backoff_seconds", "release_claim", "retry_delay", "run_message",
+]
 
 release_claim = lifecycle.release_claim
 
 
-def backoff_seconds(try_number: int) -> float:
-    """Delay before the try after ``try_number``: exponential, bounded by the settings
-    (none when the outbox runs everything at once: inline, recording)."""
-    conf = get_settings()
+def backoff_seconds(
+    try_number: int, bounds: tuple[float, float] | None = None, *, jitter: bool = False,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Delay before the try after ``try_number``: exponential, within ``bounds`` (a task's
+    ``retry_backoff``, else the settings' min and max); none when the outbox runs everything
+    at once (inline, recording).
+
+    ``base = min * 2 ** (try_number - 1)``; with jitter ``base * U(0.75, 1.25)``; the result
+    is clamped to ``[min, max]``. Jitter spreads the retries of tasks that failed together
+    (a database or API outage) so they do not all come back in the same second.
+    """
     if outbox.get_outbox().immediate:
         return 0.0
-    delay = conf.retry_backoff_min_seconds * 2 ** (try_number - 1)
-    return float(min(conf.retry_backoff_max_seconds, delay))
+    if bounds is None:
+        conf = get_settings()
+        bounds = (conf.retry_backoff_min_seconds, conf.retry_backoff_max_seconds)
+    low, high = bounds
+    delay = low * 2.0 ** min(try_number - 1, 64)
+    if jitter:
+        delay *= 0.75 + 0.5 * rand()
+    return float(min(high, max(low, delay)))
+
+
+def retry_delay(task: Task, exc: BaseException, try_number: int, max_retries: int
+                ) -> float | None:
+    """Seconds until the next try after ``try_number`` failed with ``exc``, or ``None`` when
+    there is none: no retries left, ``give_up_on`` matches, ``retry_on`` is set and does not
+    match, or the task raised ``TaskCancelled``."""
+    if try_number > max_retries or isinstance(exc, TaskCancelled):
+        return None
+    if task.give_up_on is not None and isinstance(exc, task.give_up_on):
+        return None
+    if task.retry_on is not None and not isinstance(exc, task.retry_on):
+        return None
+    return backoff_seconds(try_number, task.retry_backoff, jitter=task.retry_jitter)
 
 
 def run_message(
@@ -65,12 +101,18 @@ def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> 
             execution_uuid=message.execution_uuid,
             detail=f"task {message.task_name!r} is not registered",
         )
+    if (message.expires_at is not None and message.try_number == 1
+            and timezone.now() >= message.expires_at):
+        expired = lifecycle.expire(message)
+        if expired is not None:
+            return expired
     claimed = lifecycle.claim(message)
     if isinstance(claimed, Outcome):
         return claimed
     token = claimed
     if on_claim is not None:
         on_claim(token)
+    running = RunningTry(message.execution_id, message.try_id, token)
     metadata = TaskMetadata(
         task_name=task.name,
         queue_name=message.queue_name,
@@ -79,18 +121,18 @@ def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> 
         try_number=message.try_number,
         max_retries=message.max_retries,
         group_id=message.group_id,
+        running=running,
     )
     began = time.monotonic()
     try:
-        value = task.run(message.args, message.kwargs, metadata)
+        value = task.run(message.args, message.kwargs, metadata, time_limit=task.time_limit)
     except Exception as exc:  # noqa: BLE001 - any task error is recorded, not raised
-        retry_in = (
-            backoff_seconds(message.try_number)
-            if message.try_number <= message.max_retries else None
-        )
         return lifecycle.record_failure(
-            message, token, exc, retry_in=retry_in, duration=time.monotonic() - began
+            message, token, exc,
+            retry_in=retry_delay(task, exc, message.try_number, message.max_retries),
+            duration=time.monotonic() - began, progress=running.held_progress(),
         )
     return lifecycle.record_success(
-        message, token, value, on_success=task.on_success, duration=time.monotonic() - began
+        message, token, value, on_success=task.on_success, duration=time.monotonic() - began,
+        progress=running.held_progress(),
     )

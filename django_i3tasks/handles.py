@@ -1,4 +1,5 @@
-"""``TaskHandle``: what ``.delay()`` returns — the execution, and ``.then()`` to chain.
+"""``TaskHandle``: what ``.delay()`` returns — the execution, ``.then()`` to chain, its
+result (``get_result``, ``wait_result``, ``await_result``) and ``cancel()``.
 
 ``ChainHandle`` is its 0.x name and stays an alias.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
 from uuid import UUID
 
-from . import lifecycle
+from . import lifecycle, results
 from .models import TaskExecution
 
 if TYPE_CHECKING:
@@ -48,6 +49,29 @@ class TaskHandle(Generic[R]):
         before ``.then()`` was called; a step after a failed one is recorded as skipped.
         """
         return TaskHandle(lifecycle.add_step(self.task_execution, task, args, kwargs))
+
+    def get_result(self) -> results.TaskResult[R]:
+        """The execution's ``TaskResult``, read fresh from the database."""
+        return results.get_result(self.uuid)
+
+    def wait_result(self, timeout: float | None = None) -> R:
+        """Wait for the task and return its value. ``TaskFailed`` (error type and message in
+        ``str()``) when it failed, ``TaskCancelled`` when it was cancelled or expired,
+        ``ResultTimeout`` (a ``TimeoutError``) after ``timeout`` seconds. Polls the database
+        with growing intervals; never inside a transaction."""
+        value: R = results.wait(self.uuid, timeout)
+        return value
+
+    async def await_result(self, timeout: float | None = None) -> R:
+        """``wait_result`` for async code."""
+        value: R = await results.await_(self.uuid, timeout)
+        return value
+
+    def cancel(self) -> bool:
+        """Cancel the execution: True when it will not run (it had not started), or it is
+        running and was asked to stop (``task_metadata.is_cancelled()`` turns true); False
+        when it had already finished. Later chain steps are skipped, a group fails."""
+        return lifecycle.cancel(self.id)
 
 
 #: The 0.x name of ``TaskHandle``.

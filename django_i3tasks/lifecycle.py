@@ -14,6 +14,12 @@ delivery finds nothing left to change and changes nothing:
   the group count, ``on_success``, or the next try with its backoff;
 - **release_claim** gives an unfinished try back (a worker stopping), **retry** reopens failed
   executions (the admin action);
+- **cancel** ends an execution that has not started (its queued try is cancelled, so a later
+  delivery finds nothing to claim) or flags a running one; **expire** ends one whose
+  ``expires`` time passed before its first try was claimed; **write_progress** stores the
+  progress of the try that holds the claim;
+- **enqueue** with a ``unique_key`` returns the open execution of that key instead of writing
+  a second one (a partial unique index decides between concurrent callers);
 - **create_group**, **member_succeeded**, **member_failed**: a group's callback is released by
   the one transaction that counts its last member.
 
@@ -25,22 +31,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import traceback
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Max, Q, QuerySet, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import outbox, signals
 from .conf import get_queue, get_settings
 from .db import update_returning
-from .exceptions import InvalidTaskOption, TaskUsageError
+from .exceptions import InvalidTaskOption, TaskCancelled, TaskUsageError
 from .messages import TaskMessage, check_payload, to_json_value
 from .models import (
+    OPEN_STATUSES,
     ExecutionStatus,
     GroupStatus,
     TaskExecution,
@@ -64,6 +73,7 @@ BULK_BATCH = 500
 #: Columns a message needs, read back by the UPDATE that releases an execution.
 _MESSAGE_FIELDS = [
     "id", "uuid", "task_name", "queue_name", "args", "kwargs", "max_retries", "group_id",
+    "expires_at",
 ]
 _RELEASABLE = [ExecutionStatus.WAITING, ExecutionStatus.SCHEDULED]
 #: The enum member, typed as the ``str`` it is (django-stubs types tuple-valued members as
@@ -84,7 +94,35 @@ def message_for(execution: TaskExecution, task_try: TaskExecutionTry) -> TaskMes
         kwargs=dict(execution.kwargs),
         max_retries=execution.max_retries,
         group_id=execution.group_id,
+        expires_at=execution.expires_at,
     )
+
+
+#: What ``expires=`` accepts: seconds or a timedelta (counted from when the execution is due:
+#: its ``eta``, else now), or an aware datetime.
+Expiry = float | timedelta | datetime
+
+
+def expiry_time(task: Task, expires: Expiry | None, due: datetime) -> datetime | None:
+    """When an execution due at ``due`` expires: ``expires`` of the call, else the task's
+    ``expires=`` option; ``InvalidTaskOption`` for a value that is not a positive time."""
+    if expires is None:
+        expires = task.expires
+        if expires is None:
+            return None
+    if isinstance(expires, datetime):
+        if timezone.is_naive(expires):
+            raise InvalidTaskOption("expires must be an aware datetime")
+        return expires
+    if isinstance(expires, timedelta):
+        expires = expires.total_seconds()
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        raise TaskUsageError(
+            f"expires must be seconds, a timedelta or a datetime, got {type(expires).__name__}"
+        )
+    if not math.isfinite(expires) or expires <= 0:
+        raise InvalidTaskOption(f"expires must be a positive number of seconds, got {expires!r}")
+    return due + timedelta(seconds=expires)
 
 
 def validate_arguments(task_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
@@ -105,6 +143,8 @@ def enqueue(
     queue_name: str | None = None,
     countdown: float | None = None,
     eta: datetime | None = None,
+    expires: Expiry | None = None,
+    unique_key: str | None = None,
     previous: TaskExecution | None = None,
     dispatch: bool = True,
 ) -> TaskExecution:
@@ -112,6 +152,10 @@ def enqueue(
 
     ``dispatch=False`` writes a *waiting* execution (chain step, group callback);
     ``countdown``/``eta`` write a *scheduled* one that the beat releases when due.
+    ``expires`` (or the task's option) sets when it expires unless started; a waiting step's
+    expiry by the task's option is counted from its release. With ``unique_key``, while an
+    execution of that key is waiting, scheduled or pending, that execution is returned and
+    nothing is written or sent.
     """
     if group is not None and not isinstance(group, TaskGroup):
         raise TaskUsageError(f"__i3group__ must be a TaskGroup, got {type(group).__name__}")
@@ -119,21 +163,59 @@ def enqueue(
         raise TaskUsageError("give countdown or eta, not both")
     if eta is not None and timezone.is_naive(eta):
         raise InvalidTaskOption("eta must be an aware datetime")
+    if unique_key is not None and (not isinstance(unique_key, str) or not 0 < len(unique_key)
+                                   <= 255):
+        raise TaskUsageError(f"unique_key must be a str of 1-255 characters, got {unique_key!r}")
     validate_arguments(task.name, args, kwargs)
     queue = get_queue(queue_name or task.effective_queue_name)
+    now = timezone.now()
     if countdown is not None:
-        eta = timezone.now() + timedelta(seconds=countdown)
+        eta = now + timedelta(seconds=countdown)
     if not dispatch or previous is not None:
         status = ExecutionStatus.WAITING
-    elif eta is not None and eta > timezone.now():
+    elif eta is not None and eta > now:
         status = ExecutionStatus.SCHEDULED
     else:
         status = ExecutionStatus.PENDING
+    expires_at = None
+    if status != ExecutionStatus.WAITING or expires is not None:
+        expires_at = expiry_time(task, expires, eta or now)
+    if expires_at is not None and eta is not None and expires_at <= eta:
+        raise InvalidTaskOption(
+            f"expires ({expires_at.isoformat()}) is not after eta ({eta.isoformat()}): "
+            "the task could never run"
+        )
+    write: dict[str, Any] = dict(
+        group=group, queue_name=queue.queue_name, eta=eta, expires_at=expires_at,
+        unique_key=unique_key, previous=previous, status=status,
+    )
+    if unique_key is None:
+        return _write(task, args, kwargs, **write)
+    for _ in range(3):
+        try:
+            with transaction.atomic():  # a savepoint inside the caller's transaction
+                return _write(task, args, kwargs, **write)
+        except IntegrityError:
+            # Another open execution has the key: return it. When it finished in between,
+            # the key is free again and the next round writes ours.
+            existing = TaskExecution.objects.filter(
+                unique_key=unique_key, status__in=OPEN_STATUSES
+            ).first()
+            if existing is not None:
+                return existing
+    raise IntegrityError(f"could not enqueue {task.name} with unique_key {unique_key!r}")
+
+
+def _write(
+    task: Task, args: Sequence[Any], kwargs: dict[str, Any], *, group: TaskGroup | None,
+    queue_name: str, eta: datetime | None, expires_at: datetime | None, unique_key: str | None,
+    previous: TaskExecution | None, status: str,
+) -> TaskExecution:
     sink = outbox.get_outbox()
     with transaction.atomic(savepoint=False):
         execution = TaskExecution.objects.create(
             task_name=task.name,
-            queue_name=queue.queue_name,
+            queue_name=queue_name,
             args=list(args),
             kwargs=dict(kwargs),
             status=status,
@@ -141,6 +223,8 @@ def enqueue(
             eta=eta,
             previous=previous,
             group=group,
+            expires_at=expires_at,
+            unique_key=unique_key or "",
         )
         if status == ExecutionStatus.PENDING:
             first_try = TaskExecutionTry.objects.create(execution=execution, number=1)
@@ -148,7 +232,7 @@ def enqueue(
             sink.send([message_for(execution, first_try)])
         elif status == ExecutionStatus.SCHEDULED:
             sink.scheduled(outbox.Recorded(
-                task_name=task.name, queue_name=queue.queue_name, args=list(args),
+                task_name=task.name, queue_name=queue_name, args=list(args),
                 kwargs=dict(kwargs), execution_id=execution.pk, execution_uuid=execution.uuid,
                 group_id=execution.group_id, try_number=None, eta=eta,
             ))
@@ -183,13 +267,15 @@ def enqueue_calls(
         task.name: get_queue(queue_name or task.effective_queue_name).queue_name
         for task, _, _ in calls
     }
+    now = timezone.now()
+    expiries = {task.name: expiry_time(task, None, now) for task, _, _ in calls}
     sink = outbox.get_outbox()
     with transaction.atomic(savepoint=False):
         executions = TaskExecution.objects.bulk_create(
             [
                 TaskExecution(
                     task_name=task.name, queue_name=queues[task.name], args=args,
-                    kwargs=kwargs, status=_PENDING,
+                    kwargs=kwargs, status=_PENDING, expires_at=expiries[task.name],
                     max_retries=task.effective_max_retries, group=group,
                     **({"uuid": uuids[index]} if uuids is not None else {}),
                 )
@@ -232,8 +318,21 @@ def release(executions: Iterable[int] | QuerySet[TaskExecution]) -> list[TaskExe
         rows = _rows(released)
         if not rows:
             return []
+        _expire_from_release(rows)
         _send_first_tries(rows, [1] * len(rows))
     return rows
+
+
+def _expire_from_release(rows: list[TaskExecution]) -> None:
+    """Steps whose task has ``expires=`` and that waited (chain steps, group callbacks)
+    expire that long after their release, not after they were written. One ``UPDATE`` per
+    such step; none for tasks without the option."""
+    now = timezone.now()
+    for row in rows:
+        task = registry.get(row.task_name)
+        if row.expires_at is None and task is not None and task.expires is not None:
+            row.expires_at = expiry_time(task, None, now)
+            TaskExecution.objects.filter(pk=row.pk).update(expires_at=row.expires_at)
 
 
 def _rows(returned: list[tuple]) -> list[TaskExecution]:
@@ -285,8 +384,12 @@ def retry(executions: Iterable[int] | QuerySet[TaskExecution]) -> list[TaskExecu
         else TaskExecution.objects.filter(pk__in=list(executions))
     )
     with transaction.atomic():
+        open_keys = TaskExecution.objects.filter(
+            status__in=OPEN_STATUSES
+        ).exclude(unique_key="").values("unique_key")
         pks = list(
             queryset.filter(status=ExecutionStatus.FAILED)
+            .exclude(unique_key__in=open_keys)
             .select_for_update()
             .order_by("pk")
             .values_list("pk", flat=True)
@@ -347,7 +450,8 @@ def add_step(previous: TaskExecution, task: Task, args: Sequence[Any],
         if status == ExecutionStatus.SUCCESS:
             release([step.pk])
             step.refresh_from_db(fields=["status"])
-        elif status in (ExecutionStatus.FAILED, ExecutionStatus.SKIPPED):
+        elif status in (ExecutionStatus.FAILED, ExecutionStatus.SKIPPED,
+                        ExecutionStatus.CANCELLED, ExecutionStatus.EXPIRED):
             skip([step.pk])
             step.status = cast(str, ExecutionStatus.SKIPPED)
     return step
@@ -511,6 +615,10 @@ def _unclaimed(message: TaskMessage, now: datetime) -> Outcome:
     )
     if row is None:
         return _outcome(message, OutcomeStatus.UNKNOWN, True, detail="no such try")
+    if row["status"] == TryStatus.CANCELLED:
+        return _outcome(message, OutcomeStatus.CANCELLED, True, detail="execution cancelled")
+    if row["status"] == TryStatus.EXPIRED:
+        return _outcome(message, OutcomeStatus.EXPIRED, True, detail="execution expired")
     if row["status"] in (TryStatus.SUCCESS, TryStatus.FAILED):
         return _outcome(message, OutcomeStatus.DUPLICATE, True, detail=f"try {row['status']}")
     if row["status"] == TryStatus.QUEUED and row["not_before"] > now:
@@ -531,7 +639,10 @@ def release_claim(try_id: int, token: uuid.UUID) -> bool:
     )
 
 
-def _finish_try(message: TaskMessage, token: uuid.UUID, **values: Any) -> bool:
+def _finish_try(message: TaskMessage, token: uuid.UUID, progress: dict[str, Any] | None = None,
+                **values: Any) -> bool:
+    if progress is not None:  # the last progress the throttle held back, in the same UPDATE
+        values["progress"] = progress
     return bool(
         TaskExecutionTry.objects.filter(
             pk=message.try_id, claim_token=token, status=TryStatus.RUNNING
@@ -542,11 +653,15 @@ def _finish_try(message: TaskMessage, token: uuid.UUID, **values: Any) -> bool:
 def record_success(
     message: TaskMessage, token: uuid.UUID, value: Any, *,
     on_success: Task | None = None, duration: float = 0.0,
+    progress: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Record a successful try and what follows it, in one transaction."""
+    """Record a successful try and what follows it, in one transaction.
+
+    A try that finishes although a cancel was requested while it ran is a success: its work
+    is done, and the request only asked it to stop early."""
     stored, is_repr = to_json_value(value)
     with transaction.atomic():
-        if not _finish_try(message, token, status=TryStatus.SUCCESS):
+        if not _finish_try(message, token, progress, status=TryStatus.SUCCESS):
             return _superseded(message)
         TaskExecutionResult.objects.create(
             execution_id=message.execution_id,
@@ -593,16 +708,44 @@ def error_fields(exc: BaseException) -> dict[str, str]:
 
 def record_failure(
     message: TaskMessage, token: uuid.UUID, exc: BaseException, *,
-    retry_in: float | None, duration: float = 0.0,
+    retry_in: float | None, duration: float = 0.0, progress: dict[str, Any] | None = None,
 ) -> Outcome:
     """Record a failed try: with ``retry_in`` seconds, write the next try (due then) and send
     its message; with ``None``, fail the execution for good (chain rest skipped, group
-    failed). One transaction."""
+    failed). One transaction.
+
+    When the task raised ``TaskCancelled``, or a cancel was requested while it ran, the
+    execution is cancelled instead and never retried. The execution row is locked first (as
+    ``cancel`` does), so a cancel request either comes before and is seen here, or comes
+    after and finds the next try queued and cancels it.
+    """
     error = error_fields(exc)
     with transaction.atomic():
-        if not _finish_try(message, token, status=TryStatus.FAILED, **error):
+        flag = (
+            TaskExecution.objects.select_for_update()
+            .filter(pk=message.execution_id)
+            .values_list("cancel_requested_at", flat=True)
+            .first()
+        )
+        cancelled = isinstance(exc, TaskCancelled) or flag is not None
+        try_status = TryStatus.CANCELLED if cancelled else TryStatus.FAILED
+        if not _finish_try(message, token, progress, status=try_status, **error):
             return _superseded(message)
-        if retry_in is not None:
+        if cancelled:
+            rows = update_returning(
+                TaskExecution.objects.filter(
+                    pk=message.execution_id, status=ExecutionStatus.PENDING
+                ),
+                ["has_next", "group_id"],
+                status=ExecutionStatus.CANCELLED,
+                finished_at=timezone.now(),
+                cancel_requested_at=Coalesce(F("cancel_requested_at"), Value(timezone.now())),
+            )
+            if rows:
+                _ended(message.execution_id, *rows[0])
+            status = OutcomeStatus.CANCELLED
+            retry_in = None
+        elif retry_in is not None:
             next_try = TaskExecutionTry.objects.create(
                 execution_id=message.execution_id,
                 number=message.try_number + 1,
@@ -631,6 +774,104 @@ def record_failure(
     if status == OutcomeStatus.RETRY:
         return _outcome(message, status, True, retry_after=retry_in, detail=error["error_type"])
     return _outcome(message, status, True, detail=error["error_type"])
+
+
+def _ended(execution_id: int, has_next: bool, group_id: int | None) -> None:
+    """What follows an execution that ended without success (cancelled, expired): its later
+    chain steps are skipped and its group fails."""
+    if has_next:
+        skip_after(execution_id)
+    if group_id is not None:
+        member_failed(group_id)
+
+
+# --- task control: cancel, expire, progress -----------------------------------------------
+
+
+def cancel(execution_id: int) -> bool:
+    """Cancel an execution: True when it will not run, or is running and was asked to stop.
+
+    Waiting and scheduled executions are cancelled outright. A pending one is flagged first
+    (locking its row) and then its queued try is cancelled: the try row is where a concurrent
+    claim is decided, so of a cancel and a claim exactly one wins. If the claim won, the flag
+    stays and the running task sees ``is_cancelled()``; it is never retried. Later chain
+    steps are skipped and the group (if any) fails. False when it already finished.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        rows = update_returning(
+            TaskExecution.objects.filter(pk=execution_id, status__in=_RELEASABLE),
+            ["has_next", "group_id"],
+            status=ExecutionStatus.CANCELLED, finished_at=now, cancel_requested_at=now,
+        )
+        if rows:
+            _ended(execution_id, *rows[0])
+            return True
+        flagged = update_returning(
+            TaskExecution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING),
+            ["has_next", "group_id"],
+            cancel_requested_at=Coalesce(F("cancel_requested_at"), Value(now)),
+        )
+        if not flagged:
+            return False
+        if TaskExecutionTry.objects.filter(
+            execution_id=execution_id, status=TryStatus.QUEUED
+        ).update(status=TryStatus.CANCELLED, finished_at=now):
+            TaskExecution.objects.filter(pk=execution_id).update(
+                status=ExecutionStatus.CANCELLED, finished_at=now
+            )
+            _ended(execution_id, *flagged[0])
+    return True
+
+
+def cancel_requested(execution_id: int) -> bool:
+    """Whether ``cancel()`` was called for this execution."""
+    return TaskExecution.objects.filter(
+        pk=execution_id, cancel_requested_at__isnull=False
+    ).exists()
+
+
+def expire(message: TaskMessage) -> Outcome | None:
+    """End the execution of a first try whose ``expires`` time has passed, unless the try
+    was claimed already (then ``None``: the caller goes on to claim, which says why not).
+
+    Rows are locked in the order ``cancel`` uses (execution, then try), so the two cannot
+    deadlock; the try's conditional ``UPDATE`` decides against a concurrent claim.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        locked = (
+            TaskExecution.objects.select_for_update()
+            .filter(pk=message.execution_id, status=ExecutionStatus.PENDING)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if locked is None:
+            return None
+        if not TaskExecutionTry.objects.filter(
+            pk=message.try_id, execution_id=message.execution_id, number=message.try_number,
+            status=TryStatus.QUEUED,
+        ).update(status=TryStatus.EXPIRED, finished_at=now):
+            return None
+        rows = update_returning(
+            TaskExecution.objects.filter(pk=message.execution_id),
+            ["has_next", "group_id"],
+            status=ExecutionStatus.EXPIRED, finished_at=now,
+        )
+        if rows:
+            _ended(message.execution_id, *rows[0])
+    logger.info("Execution %s of %s expired before it started", message.execution_uuid,
+                message.task_name)
+    return _outcome(message, OutcomeStatus.EXPIRED, True, detail="execution expired")
+
+
+def write_progress(try_id: int, token: uuid.UUID, progress: dict[str, Any]) -> bool:
+    """Store the progress of a running try; only the holder of its claim can. One UPDATE."""
+    return bool(
+        TaskExecutionTry.objects.filter(
+            pk=try_id, claim_token=token, status=TryStatus.RUNNING
+        ).update(progress=progress)
+    )
 
 
 def _finished(message: TaskMessage, status: OutcomeStatus, duration: float, *,

@@ -11,10 +11,17 @@ from django.utils import timezone
 
 from . import outbox
 from .conf import get_settings
-from .models import ExecutionStatus, ScheduleSlot, TaskExecution, TaskExecutionTry, TryStatus
+from .models import (
+    FINISHED_STATUSES,
+    ExecutionStatus,
+    ScheduleSlot,
+    TaskExecution,
+    TaskExecutionTry,
+    TryStatus,
+)
 
 #: Terminal statuses: only these are removed by ``clean``.
-FINISHED = (ExecutionStatus.SUCCESS, ExecutionStatus.FAILED, ExecutionStatus.SKIPPED)
+FINISHED = FINISHED_STATUSES
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.core import signing
@@ -23,7 +26,10 @@ from .exceptions import ArgumentsNotSerializable, InvalidMessage, PayloadTooLarg
 
 __all__ = ["InvalidMessage", "PushEnvelope", "TaskMessage", "parse_push_body"]
 
-FORMAT_VERSION = 1
+#: Version 2 adds the optional ``expires`` field (a Unix time). A message without it is
+#: written as version 1, byte for byte what 0.x wrote, so instances of both versions can serve
+#: one subscription during a rolling deploy; both versions are read.
+FORMAT_VERSION = 2
 SIGNATURE_ATTRIBUTE = "i3sig"
 TASK_ATTRIBUTE = "i3task"
 _SIGNING_SALT = "django_i3tasks.messages"
@@ -42,6 +48,8 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "max_retries": int,
     "group_id": (int, type(None)),
 }
+#: Fields a version 2 message may add.
+_OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {"expires": (int, float)}
 
 
 #: Largest value of a 64-bit signed id column, and of the try number (a small integer).
@@ -111,10 +119,12 @@ class TaskMessage:
     kwargs: dict[str, Any] = field(default_factory=dict)
     max_retries: int = 0
     group_id: int | None = None
+    #: The execution expires when not started by then (``expires=``): the try is not run.
+    expires_at: datetime | None = None
 
     def to_json(self) -> bytes:
-        body = {
-            "v": FORMAT_VERSION,
+        body: dict[str, Any] = {
+            "v": 1 if self.expires_at is None else FORMAT_VERSION,
             "execution_id": self.execution_id,
             "execution_uuid": str(self.execution_uuid),
             "try_id": self.try_id,
@@ -126,6 +136,8 @@ class TaskMessage:
             "max_retries": self.max_retries,
             "group_id": self.group_id,
         }
+        if self.expires_at is not None:
+            body["expires"] = self.expires_at.timestamp()
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
     def encode(self) -> tuple[bytes, dict[str, str]]:
@@ -151,16 +163,24 @@ class TaskMessage:
     def from_dict(cls, body: Any) -> TaskMessage:
         if not isinstance(body, dict):
             raise _reject("bad_schema", "message data must be a JSON object")
+        allowed = set(_FIELDS) | (set(_OPTIONAL_FIELDS) if body.get("v") != 1 else set())
         missing = sorted(set(_FIELDS) - set(body))
-        extra = sorted(set(body) - set(_FIELDS))
+        extra = sorted(set(body) - allowed)
         if missing or extra:
             raise _reject("bad_schema", f"message fields: missing {missing}, unexpected {extra}")
-        for name, kind in _FIELDS.items():
+        for name, kind in {**_FIELDS, **_OPTIONAL_FIELDS}.items():
+            if name not in body:
+                continue
             value = body[name]
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise _reject("bad_schema", f"message field {name!r} has the wrong type")
-        if body["v"] != FORMAT_VERSION:
+        if body["v"] not in (1, FORMAT_VERSION):
             raise _reject("bad_version", f"unsupported message version {body['v']!r}")
+        expires_at = None
+        if "expires" in body:
+            if not math.isfinite(body["expires"]) or not 0 <= body["expires"] < 1e11:
+                raise _reject("bad_schema", "message field 'expires' is out of range")
+            expires_at = datetime.fromtimestamp(body["expires"], tz=dt_timezone.utc)
         # Bounded by the columns they are compared with (bigint ids, smallint try number), so
         # a value no row can hold is refused here rather than by the database driver.
         for name, limit in (("execution_id", _MAX_ID), ("try_id", _MAX_ID),
@@ -192,6 +212,7 @@ class TaskMessage:
             kwargs=body["kwargs"],
             max_retries=body["max_retries"],
             group_id=body["group_id"],
+            expires_at=expires_at,
         )
 
 

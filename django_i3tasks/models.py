@@ -24,8 +24,18 @@ class ExecutionStatus(models.TextChoices):
     PENDING = "pending", "pending"
     SUCCESS = "success", "success"
     FAILED = "failed", "failed"
-    #: A chain step that never ran because an earlier step failed.
+    #: A chain step that never ran because an earlier step failed, was cancelled or expired.
     SKIPPED = "skipped", "skipped"
+    #: ``cancel()`` before it ran, or the task raised ``TaskCancelled`` after a cancel request.
+    CANCELLED = "cancelled", "cancelled"
+    #: Not started by its ``expires`` time; it never runs.
+    EXPIRED = "expired", "expired"
+
+
+#: Executions that may still run: a ``unique_key`` is unique among these.
+OPEN_STATUSES = ("waiting", "scheduled", "pending")
+#: Executions that are done: nothing of them runs any more.
+FINISHED_STATUSES = ("success", "failed", "skipped", "cancelled", "expired")
 
 
 class TryStatus(models.TextChoices):
@@ -33,6 +43,10 @@ class TryStatus(models.TextChoices):
     RUNNING = "running", "running"
     SUCCESS = "success", "success"
     FAILED = "failed", "failed"
+    #: Cancelled before it was claimed, or stopped by the task raising ``TaskCancelled``.
+    CANCELLED = "cancelled", "cancelled"
+    #: Its execution expired before this try was claimed.
+    EXPIRED = "expired", "expired"
 
 
 class GroupStatus(models.TextChoices):
@@ -100,9 +114,24 @@ class TaskExecution(models.Model):
     group = models.ForeignKey(
         TaskGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="members"
     )
+    #: Not started by then: the execution expires and never runs (``expires=``).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    #: While an execution with this key (not "") may still run, enqueueing it again returns
+    #: (a partial unique index over the open statuses decides, also under concurrency).
+    unique_key = models.CharField(max_length=255, blank=True, default="")
+    #: ``cancel()`` was called while a try ran (or was about to): ``is_cancelled()`` is true
+    #: and no further try is written.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "task execution"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=models.Q(status__in=OPEN_STATUSES) & ~models.Q(unique_key=""),
+                name="i3_exec_unique_key_open",
+            ),
+        ]
         indexes = [
             models.Index(fields=["status", "created_at"], name="i3_exec_status_created"),
             models.Index(fields=["task_name", "created_at"], name="i3_exec_task_created"),
@@ -133,6 +162,8 @@ class TaskExecutionTry(models.Model):
     claims = models.PositiveSmallIntegerField(default=0)
     #: Last time the beat published this try again (lost-message recovery).
     republished_at = models.DateTimeField(null=True, blank=True)
+    #: ``set_progress()`` of the running try: ``{"current", "total", "message"}``.
+    progress = models.JSONField(null=True, blank=True)
     error_type = models.CharField(max_length=255, blank=True)
     error_message = models.TextField(blank=True)
     traceback = models.TextField(blank=True)

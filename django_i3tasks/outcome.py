@@ -31,6 +31,11 @@ class OutcomeStatus(str, enum.Enum):
     SUPERSEDED = "superseded"
     #: The message names a task this process does not know.
     REJECTED = "rejected"
+    #: The execution was cancelled: before this try was claimed, or the task stopped on a
+    #: cancel request (raised ``TaskCancelled``, or failed after one). Acknowledged.
+    CANCELLED = "cancelled"
+    #: The execution was not started by its ``expires`` time; it never runs. Acknowledged.
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True)

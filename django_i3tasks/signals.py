@@ -14,8 +14,11 @@ process), so ``@receiver(task_finished, sender=my_task)`` listens to one task on
   receiver that writes to the database writes atomically with it; one that raises rolls the
   outcome back, so keep receivers short and careful). ``execution_uuid``, ``execution_id``,
   ``task_name``, ``queue_name``, ``try_number``, ``status`` (``"success"``,
-  ``"retry_scheduled"`` or ``"failed"``), ``duration`` (seconds), ``error_type`` and
-  ``error_message`` (empty on success), ``retry_in`` (seconds, on ``"retry_scheduled"``).
+  ``"retry_scheduled"``, ``"failed"`` or ``"cancelled"``: a running try that raised
+  ``TaskCancelled`` or failed after a cancel request), ``duration`` (seconds),
+  ``error_type`` and ``error_message`` (empty on success), ``retry_in`` (seconds, on
+  ``"retry_scheduled"``). An execution cancelled or expired *before* it started sends no
+  ``task_finished``: no try started (there was no ``task_started`` either).
 
 Duplicate deliveries send nothing: signals follow the state changes, which happen once.
 """

@@ -142,7 +142,12 @@ def beat(request: HttpRequest) -> JsonResponse:
 
 @endpoint("GET")
 def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
-    """Status of one execution, its tries and its result."""
+    """Status of one execution, its tries and its result.
+
+    ``status`` is the execution's (``waiting``, ``scheduled``, ``pending``, ``success``,
+    ``failed``, ``skipped``, ``cancelled``, ``expired``), ``state`` the same with
+    ``running`` for a pending execution whose try runs; ``progress`` is the latest try's
+    ``{"current", "total", "message"}`` (or null)."""
     token = get_settings().status_token
     check_token(request, token)
     executions = TaskExecution.objects.select_related("result", "group")
@@ -166,6 +171,7 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
     if state == ExecutionStatus.PENDING and tries and tries[-1].status == TryStatus.RUNNING:
         state = "running"
     result = getattr(execution, "result", None)
+    progress = tries[-1].progress if tries else None
     return JsonResponse({
         "execution": str(execution.uuid),
         "task": execution.task_name,
@@ -174,6 +180,9 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
         "state": state,
         "created_at": execution.created_at.isoformat(),
         "finished_at": execution.finished_at.isoformat() if execution.finished_at else None,
+        "expires_at": execution.expires_at.isoformat() if execution.expires_at else None,
+        "cancel_requested": execution.cancel_requested_at is not None,
+        "progress": progress,
         "group": str(execution.group.uuid) if execution.group else None,
         "tries": [
             {
@@ -183,6 +192,7 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
                 "finished_at": t.finished_at.isoformat() if t.finished_at else None,
                 "error_type": t.error_type or None,
                 "error_message": t.error_message or None,
+                "progress": t.progress,
             }
             for t in tries
         ],

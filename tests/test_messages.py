@@ -72,7 +72,7 @@ def test_schema_errors(body, code):
         ("kwargs", []),
         ("execution_uuid", "not-a-uuid"),
         ("max_retries", -1),
-        ("v", 2),
+        ("v", 3),
         ("group_id", "x"),
     ],
 )

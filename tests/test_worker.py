@@ -325,6 +325,17 @@ def test_a_call_sent_to_the_pull_queue_runs_on_the_worker(heavy):
 
 
 @transactional
+def test_an_async_task_runs_on_the_worker_and_its_value_is_recorded(heavy):
+    from tests.testapp.control_tasks import async_add
+
+    handle = async_add.using(queue_name="heavy").delay(5, 6)
+    transport.flush()
+    running = Running(concurrency=2)
+    assert handle.wait_result(timeout=30) == 11
+    assert running.stop() == 0
+
+
+@transactional
 def test_max_lifetime_stops_the_worker(heavy):
     began = time.monotonic()
     running = Running(concurrency=1, max_lifetime=1.0)

@@ -66,4 +66,10 @@ def step(tag):
 
 
 # Task modules of the other test areas register their tasks when this module is discovered.
-from tests.testapp import beat_tasks, chain_tasks, security_tasks, worker_tasks  # noqa: E402,F401
+from tests.testapp import (  # noqa: E402,F401
+    beat_tasks,
+    chain_tasks,
+    control_tasks,
+    security_tasks,
+    worker_tasks,
+)
