@@ -7,8 +7,10 @@ Guarantees (what the services built on it promise):
   filter, if any, matches); a message stays on a subscription until it is acknowledged,
   dead-lettered, or the subscription is deleted or detached.
 - A delivered message is leased until its deadline. Nack (deadline 0), lease expiry and a
-  failed push are failed deliveries: the message becomes available again at once, or after
-  the subscription's retry policy backoff (``min * 2**(failures-1)``, capped at ``max``).
+  failed push are failed deliveries. A pulled message is available again at once; a pushed
+  one after the subscription's retry policy backoff (``min * 2**(failures-1)``, capped at
+  ``max``; real Pub/Sub documents that backoff for pull subscriptions too, Google's emulator
+  applies it to push only, and so does this one).
 - With a dead-letter policy, a message whose ``max_delivery_attempts``-th delivery failed is
   published to the dead-letter topic (with the ``CloudPubSubDeadLetterSource*`` attributes)
   and removed from the subscription. ``delivery_attempt`` counts deliveries from 1.
@@ -57,6 +59,7 @@ class Entry:
     deadline: float = 0.0
     available_at: float = 0.0
     holder: Holder | None = None
+    confirmed: bool = False  # the holder changed the lease's deadline since delivery
 
 
 @dataclass(eq=False)
@@ -344,6 +347,7 @@ class Broker:
             entry.state = "leased"
             entry.ack_id = f"{sub.index}-{entry.seq}-{next(sub.deliveries)}"
             entry.holder = holder
+            entry.confirmed = False
             holder.outstanding += 1
             holder.outstanding_bytes += entry.size
             sub.leased[entry.ack_id] = entry
@@ -390,10 +394,24 @@ class Broker:
             entry = sub.leased.get(ack_id)
             if entry is None:
                 continue
+            entry.confirmed = True
             if seconds == 0:
                 self.fail(sub, entry)
             else:
                 self._set_deadline(sub, entry, now + seconds)
+
+    def forget_unconfirmed(self, sub: Sub, holder: Holder) -> None:
+        """A stream closed: what it was sent but never confirmed (the client library changes
+        the deadline of every message it receives) probably never reached the client, so it
+        is available again at once, and that delivery does not count (caller holds the
+        lock)."""
+        for entry in [e for e in sub.leased.values() if e.holder is holder and not e.confirmed]:
+            self._end_lease(sub, entry)
+            entry.attempts -= 1
+            entry.state = "ready"
+            sub.hold_key(entry, -1)
+            heapq.heappush(sub.ready, (entry.seq, entry))
+        sub.cond.notify_all()
 
     def fail(self, sub: Sub, entry: Entry, *, push: bool = False) -> None:
         """A failed delivery of a leased message: dead-letter it, or make it available again
@@ -418,6 +436,12 @@ class Broker:
             self._schedule(entry.available_at, sub, entry, "ready")
 
     def _backoff(self, sub: Sub, entry: Entry, push: bool) -> float:
+        """Seconds before a failed delivery is retried. Pulled messages come back at once
+        (as with Google's emulator, and as the pull contract here expects); pushes follow the
+        retry policy, or without one are retried at once the first time, then after a short
+        growing pause (up to 1 s) so a failing endpoint is not hammered in a tight loop."""
+        if not push:
+            return 0.0
         if sub.pb.HasField("retry_policy"):
             policy = sub.pb.retry_policy
             low = _seconds(policy.minimum_backoff) if policy.HasField("minimum_backoff") \
@@ -425,12 +449,8 @@ class Broker:
             high = _seconds(policy.maximum_backoff) if policy.HasField("maximum_backoff") \
                 else DEFAULT_MAX_BACKOFF
             return float(min(high, low * 2 ** min(entry.failures - 1, 30)))
-        if push:
-            # "Immediately", but a failing endpoint is not hammered in a tight loop (real
-            # push slows down on failures too): 0, 0.05, 0.1, 0.2 ... up to 1 s.
-            return min(1.0, 0.025 * 2 ** min(entry.failures - 1, 10)) if entry.failures > 1 \
-                else 0.0
-        return 0.0
+        return min(1.0, 0.025 * 2 ** min(entry.failures - 1, 10)) if entry.failures > 1 \
+            else 0.0
 
     def _dead_letter(self, sub: Sub, entry: Entry) -> None:
         policy = sub.pb.dead_letter_policy

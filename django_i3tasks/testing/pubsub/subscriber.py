@@ -6,8 +6,10 @@ never holds more unacknowledged messages than that, but always at least one); me
 delivered on the stream are leased for the stream ack deadline; acks, deadline changes and
 nacks (deadline 0) on the stream act like the unary calls; a later request may change the
 stream ack deadline; empty requests (the client's keep-alives) are accepted. When the client
-closes or cancels the stream it gets no more messages; what it still holds stays leased until
-acked, nacked or expired (so a closed stream never swallows messages). Deleting the
+closes or cancels the stream it gets no more messages; what it confirmed (the client library
+changes the deadline of each message it receives) stays leased until acked, nacked or expired,
+and what it never confirmed (probably still in flight) is available again at once, so a closed
+stream never swallows messages. Deleting the
 subscription ends its streams with NOT_FOUND; stopping the server ends them with UNAVAILABLE.
 
 A unary Pull without messages waits up to a second (less when the call's deadline is closer)
@@ -121,7 +123,10 @@ class SubscriberService:
 
         def close() -> None:
             with broker.lock:
-                holder.closed = True
+                if not holder.closed:
+                    holder.closed = True
+                    if not sub.deleted:
+                        broker.forget_unconfirmed(sub, holder)
                 sub.cond.notify_all()
 
         context.add_callback(close)
