@@ -20,7 +20,8 @@ from django_i3tasks import transport
 
 @pytest.fixture(scope="session")
 def pubsub_emulator() -> Iterator[Any]:
-    """Google's Pub/Sub emulator (with the stream-close fix), started once per session."""
+    """A Pub/Sub emulator started once per session: the kind ``I3TASKS_EMULATOR`` asks for
+    (``python``, ``java``, or ``auto``: Google's, with its stream-close fix, when installed)."""
     from django_i3tasks.testing.emulator import PubSubEmulator
 
     emulator = PubSubEmulator().start()
