@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -49,6 +50,7 @@ from django_i3tasks.testing.emulator import (  # noqa: E402
 )
 
 PROJECT = "projects/bench-emulator"
+MESSAGE_ID = re.compile(rb'"messageId"\s*:\s*"([^"]+)"')
 
 
 class Endpoint:
@@ -72,7 +74,8 @@ class Endpoint:
                     endpoint.in_flight += 1
                     endpoint.most = max(endpoint.most, endpoint.in_flight)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                marker = body.split(b'"messageId": "', 1)[-1].split(b'"', 1)[0]
+                found = MESSAGE_ID.search(body)
+                marker = found.group(1) if found else b"?"
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
