@@ -1,4 +1,5 @@
-"""The demo, end to end: emulator, migrate, provision, serve the push view, enqueue, report.
+"""The demo, end to end: emulator (Python or Google's, see I3TASKS_EMULATOR), migrate,
+provision, serve the push view, enqueue, report.
 
 Run through ``bash scripts/demo.sh``. Everything it starts (the Pub/Sub emulator, the Django
 server) is stopped when it ends, also on Ctrl-C.
@@ -58,7 +59,8 @@ def main() -> int:
     server = worker = None
     try:
         manage = [sys.executable, str(HERE / "manage.py")]
-        print(f"== emulator at {emulator.endpoint}; migrating SQLite at {env['DEMO_DB']}")
+        print(f"== {emulator.kind} emulator at {emulator.endpoint}; "
+              f"migrating SQLite at {env['DEMO_DB']}")
         subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True)
         print("== i3tasks_ensure_pubsub")
         subprocess.run([*manage, "i3tasks_ensure_pubsub"], env=env, check=True)

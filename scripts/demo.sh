@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo command: sets up a virtualenv, then runs example_project end to end on SQLite and
-# Google's Pub/Sub emulator (started and stopped by the demo itself).
+# a Pub/Sub emulator (started and stopped by the demo itself): Google's when it is installed,
+# else the Python one (I3TASKS_EMULATOR=python|java|auto chooses).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: sets up a virtualenv, checks the Pub/Sub emulator and PostgreSQL, runs
+# The test command: sets up a virtualenv, checks the Pub/Sub emulator (Google's when installed,
+# else the Python one; I3TASKS_EMULATOR=python|java|auto chooses) and PostgreSQL, runs
 # ruff, then the whole suite on SQLite and on PostgreSQL. Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -18,12 +18,13 @@ import pytest
 from django_i3tasks import transport
 
 #: The fixtures the package offers to projects (``task_recorder``), used by its own tests too.
-pytest_plugins = ["django_i3tasks.testing.fixtures"]
+pytest_plugins = ["django_i3tasks.testing.pytest_plugin"]
 
 
 @pytest.fixture(scope="session")
 def pubsub_emulator() -> Iterator[Any]:
-    """Google's Pub/Sub emulator (with the stream-close fix), started once per session."""
+    """A Pub/Sub emulator started once per session: the kind ``I3TASKS_EMULATOR`` asks for
+    (``python``, ``java``, or ``auto``: Google's, with its stream-close fix, when installed)."""
     from django_i3tasks.testing.emulator import PubSubEmulator
 
     emulator = PubSubEmulator().start()

@@ -1,17 +1,39 @@
-"""The emulator launcher, and proof that the stream-close fix works with real clients."""
+"""The emulator launcher (both kinds), and proof that closing streams loses nothing with
+real clients (Google's emulator needs its stream-close fix for that)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from django_i3tasks.testing.emulator import (
+    EmulatorError,
     EmulatorNotFound,
     PubSubEmulator,
+    choose_kind,
     find_emulator_jar,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _java_available() -> bool:
+    try:
+        choose_kind("java")
+    except (EmulatorNotFound, EmulatorError):
+        return False
+    return True
+
+
+KINDS = ["python", pytest.param("java", marks=pytest.mark.skipif(
+    not _java_available(), reason="Google's emulator (jar and JDK) is not installed"))]
 
 
 def test_missing_jar_is_a_clear_error(monkeypatch, tmp_path):
@@ -22,19 +44,81 @@ def test_missing_jar_is_a_clear_error(monkeypatch, tmp_path):
     assert "gcloud components install pubsub-emulator" in str(info.value)
 
 
-def test_missing_java_is_a_clear_error(monkeypatch):
+def test_missing_java_is_a_clear_error_when_java_is_asked_for(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(EmulatorNotFound, match="java"):
-        PubSubEmulator(java="java-that-does-not-exist").start()
+        PubSubEmulator(java="java-that-does-not-exist", kind="java").start()
 
 
-def test_start_and_stop_leave_no_process():
-    emulator = PubSubEmulator().start()
+def test_auto_falls_back_to_python_without_java(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("I3TASKS_EMULATOR", "auto")
+    kind, why = choose_kind(java="java-that-does-not-exist")
+    assert kind == "python" and "java" in why
+
+
+def test_unknown_kind_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("I3TASKS_EMULATOR", "ruby")
+    with pytest.raises(EmulatorError, match="I3TASKS_EMULATOR='ruby'"):
+        PubSubEmulator().start()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_start_and_stop_leave_no_process(kind):
+    emulator = PubSubEmulator(kind=kind).start()
+    assert emulator.kind == kind
     process = emulator.process
     assert process is not None and process.poll() is None
     emulator.stop()
     assert process.poll() is not None
     emulator.stop()  # idempotent
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_command_line_serves_until_sigterm(kind):
+    """``python -m django_i3tasks.testing.emulator`` prints the endpoint once ready, serves
+    Google's client, and exits 0 on SIGTERM."""
+    from google.cloud import pubsub_v1
+
+    command = [sys.executable, "-m", "django_i3tasks.testing.emulator", "--kind", kind]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line.startswith("PUBSUB_EMULATOR_HOST=127.0.0.1:"), line
+        os.environ["PUBSUB_EMULATOR_HOST"], previous = line.split("=", 1)[1], \
+            os.environ.get("PUBSUB_EMULATOR_HOST")
+        try:
+            publisher = pubsub_v1.PublisherClient()
+            topic = "projects/cli-check/topics/served"
+            assert publisher.create_topic(name=topic).name == topic
+        finally:
+            if previous is None:
+                os.environ.pop("PUBSUB_EMULATOR_HOST")
+            else:
+                os.environ["PUBSUB_EMULATOR_HOST"] = previous
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_check_succeeds_with_python_alone(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path), "I3TASKS_EMULATOR": "auto",
+           "I3TASKS_PUBSUB_EMULATOR_JAR": str(tmp_path / "absent.jar")}
+    result = subprocess.run([sys.executable, "-m", "django_i3tasks.testing.emulator",
+                             "--check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("emulator: python")
+    env["I3TASKS_EMULATOR"] = "java"
+    result = subprocess.run([sys.executable, "-m", "django_i3tasks.testing.emulator",
+                             "--check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 2 and "absent.jar" in result.stderr
 
 
 def test_subscribe_cancel_cycles_lose_nothing(pubsub_emulator):

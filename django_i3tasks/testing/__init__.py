@@ -1,8 +1,10 @@
 """Helpers for testing projects that use django-i3tasks.
 
 - ``recording()`` / ``TaskRecorder``: record enqueued tasks instead of publishing them, then
-  run them (``recorder``); the pytest fixture ``task_recorder`` (``fixtures``).
-- ``emulator``: a Pub/Sub emulator on a free port, for integration tests and the demo.
+  run them (``recorder``).
+- ``emulator``: a Pub/Sub emulator on a free port (Google's, or ours in Python: ``pubsub``),
+  for integration tests and the demo.
+- ``pytest_plugin``: the fixtures ``task_recorder`` and ``i3tasks_pubsub``.
 
 Names are imported lazily: the emulator launcher runs before (or without) Django's setup.
 """

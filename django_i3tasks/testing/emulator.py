@@ -1,12 +1,21 @@
-"""Run Google's official Pub/Sub emulator for tests, the demo and local development.
+"""Run a Pub/Sub emulator for tests, the demo and local development: ours in Python, or
+Google's official one in Java.
 
-The emulator jar comes with the gcloud SDK (``gcloud components install pubsub-emulator``, or
-the Debian package ``google-cloud-cli-pubsub-emulator`` from Google's apt repository). It is
-started directly with ``java`` (the ``gcloud`` wrapper would leave the Java process behind when
-killed), with a small class of ours first on the classpath that fixes the jar's stream-close
-bug (see ``java/io/grpc/InternalStatus.java``).
+``I3TASKS_EMULATOR`` (or ``kind=``) chooses: ``python`` (``django_i3tasks.testing.pubsub``,
+needs nothing but this package), ``java`` (Google's emulator; an error when it is missing) or
+``auto``, the default: Java when its jar, ``java`` and ``javac`` are found, else Python.
 
-``python -m django_i3tasks.testing.emulator [--port N] [--check]`` runs it in the foreground.
+Google's emulator jar comes with the gcloud SDK (``gcloud components install
+pubsub-emulator``, or the Debian package ``google-cloud-cli-pubsub-emulator`` from Google's apt
+repository). It is started directly with ``java`` (the ``gcloud`` wrapper would leave the Java
+process behind when killed), with a small class of ours first on the classpath that fixes the
+jar's stream-close bug (see ``java/io/grpc/InternalStatus.java``).
+
+Either kind runs in a child process of its own (``PubSubEmulator().start()``, ``.endpoint``,
+``.kind``, ``.stop()``), started on a free port and stopped with its whole process group.
+``python -m django_i3tasks.testing.emulator [--host H] [--port N] [--kind K] [--check]`` serves
+in the foreground, prints ``PUBSUB_EMULATOR_HOST=host:port`` once ready and stops cleanly on
+SIGTERM; ``--check`` says which kind would run, and why.
 """
 
 from __future__ import annotations
@@ -24,8 +33,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+KIND_ENV = "I3TASKS_EMULATOR"
+KINDS = ("python", "java", "auto")
 JAR_ENV = "I3TASKS_PUBSUB_EMULATOR_JAR"
 SDK_ROOT_ENV = "I3TASKS_GCLOUD_SDK_ROOT"
 CACHE_ENV = "I3TASKS_CACHE_DIR"
@@ -43,7 +56,34 @@ class EmulatorNotFound(RuntimeError):
 
 
 class EmulatorError(RuntimeError):
-    """The emulator did not start."""
+    """The emulator did not start, or the requested kind is not one we know."""
+
+
+def requested_kind(kind: str | None = None) -> str:
+    """``kind``, else ``$I3TASKS_EMULATOR``, else ``auto``; EmulatorError when unknown."""
+    value = (kind or os.environ.get(KIND_ENV) or "auto").strip().lower()
+    if value not in KINDS:
+        raise EmulatorError(f"{KIND_ENV}={value!r} is not one of {', '.join(KINDS)}")
+    return value
+
+
+def choose_kind(kind: str | None = None, jar: Path | str | None = None,
+                java: str = "java") -> tuple[str, str]:
+    """The kind of emulator that would run (``python`` or ``java``) and why. With ``java``
+    requested, a missing jar or JDK raises EmulatorNotFound; with ``auto`` it means Python."""
+    wanted = requested_kind(kind)
+    if wanted == "python":
+        return "python", f"{KIND_ENV}=python"
+    try:
+        found = Path(jar) if jar else find_emulator_jar()
+        if not (shutil.which(java) or os.path.isfile(java)):
+            _require("java")
+        compile_stream_close_fix(found)
+    except (EmulatorNotFound, EmulatorError) as exc:
+        if wanted == "java":
+            raise
+        return "python", f"Google's emulator is not usable here: {exc}"
+    return "java", f"Google's emulator {found}"
 
 
 def _sdk_roots() -> list[Path]:
@@ -124,7 +164,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class PubSubEmulator:
-    """One emulator process: ``PubSubEmulator().start()``, ``.endpoint``, ``.stop()``."""
+    """One emulator process: ``PubSubEmulator().start()``, ``.endpoint``, ``.kind``,
+    ``.stop()``. ``kind`` (``python``, ``java``, ``auto``; default ``$I3TASKS_EMULATOR`` or
+    ``auto``) is resolved by ``start()``; ``push_concurrency`` (Python only) is the number of
+    push requests in flight per subscription."""
 
     def __init__(
         self,
@@ -133,12 +176,17 @@ class PubSubEmulator:
         jar: Path | str | None = None,
         java: str = "java",
         log_path: Path | str | None = None,
+        kind: str | None = None,
+        push_concurrency: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.jar = Path(jar) if jar else None
         self.java = java
         self.log_path = Path(log_path) if log_path else None
+        self.requested = kind
+        self.kind: str | None = None
+        self.push_concurrency = push_concurrency
         self.process: subprocess.Popen[str] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=40)
         self._started = threading.Event()
@@ -147,20 +195,36 @@ class PubSubEmulator:
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> PubSubEmulator:
+    def _java_command(self) -> list[str]:
         jar = self.jar or find_emulator_jar()
         java = shutil.which(self.java) or _require("java")
         fix = compile_stream_close_fix(jar)
         if self.port is None:
             self.port = free_port(self.host)
-        command = [
+        return [
             java, "-cp", f"{fix}{os.pathsep}{jar}",
             "com.google.cloud.pubsub.testing.v1.Main",
             f"--host={self.host}", f"--port={self.port}",
         ]
+
+    def _python_command(self) -> list[str]:
+        command = [sys.executable, "-m", "django_i3tasks.testing.pubsub",
+                   "--host", self.host, "--port", str(self.port or 0)]
+        if self.push_concurrency:
+            command += ["--push-concurrency", str(self.push_concurrency)]
+        return command
+
+    def start(self, timeout: float = 30.0) -> PubSubEmulator:
+        self.kind = "java" if requested_kind(self.requested) == "java" else choose_kind(
+            self.requested, self.jar, self.java)[0]
+        command = self._java_command() if self.kind == "java" else self._python_command()
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(
+                   filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
+            start_new_session=True, env=env,
         )
         atexit.register(self.stop)
         threading.Thread(target=self._read_output, daemon=True).start()
@@ -182,7 +246,10 @@ class PubSubEmulator:
                 if log:
                     log.write(line)
                     log.flush()
-                if "Server started" in line:
+                if self.kind == "python" and line.startswith("PUBSUB_EMULATOR_HOST="):
+                    self.port = int(line.strip().rsplit(":", 1)[1])
+                    self._started.set()
+                elif "Server started" in line:
                     self._started.set()
         finally:
             if log:
@@ -208,28 +275,61 @@ class PubSubEmulator:
         self.stop()
 
 
+@contextmanager
+def emulated_pubsub(kind: str | None = None, **options: object) -> Iterator[PubSubEmulator]:
+    """Run an emulator for the block with ``PUBSUB_EMULATOR_HOST`` pointing at it (restored
+    afterwards), so the package and Google's clients use it: for a project's own tests."""
+    emulator = PubSubEmulator(kind=kind, **options).start()  # type: ignore[arg-type]
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.endpoint
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the Pub/Sub emulator in the foreground.")
+    parser = argparse.ArgumentParser(description="Run a Pub/Sub emulator in the foreground.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--kind", choices=KINDS, default=None,
+                        help=f"python, java or auto (default: ${KIND_ENV} or auto)")
     parser.add_argument("--check", action="store_true",
-                        help="only locate the jar and compile the fix, then exit")
+                        help="only say which emulator would run (locating the jar and "
+                             "compiling the fix for Java), then exit")
     args = parser.parse_args(argv)
     try:
-        jar = find_emulator_jar()
-        _require("java")
-        fix = compile_stream_close_fix(jar)
+        kind, why = choose_kind(args.kind)
     except (EmulatorNotFound, EmulatorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        print(f"emulator jar: {jar}\nstream-close fix: {fix}")
+        print(f"emulator: {kind} ({why})")
+        if kind == "java":
+            jar = find_emulator_jar()
+            print(f"emulator jar: {jar}\nstream-close fix: {compile_stream_close_fix(jar)}")
         return 0
-    emulator = PubSubEmulator(host=args.host, port=args.port, jar=jar).start()
-    print(f"PUBSUB_EMULATOR_HOST={emulator.endpoint}", flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    if kind == "python":
+        from .pubsub import EmulatorServer
+
+        try:
+            server = EmulatorServer(args.host, args.port or 0).start()
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"PUBSUB_EMULATOR_HOST={server.endpoint}", flush=True)
+        stop.wait()
+        server.stop()
+        return 0
+    emulator = PubSubEmulator(host=args.host, port=args.port, kind="java").start()
+    print(f"PUBSUB_EMULATOR_HOST={emulator.endpoint}", flush=True)
     while not stop.wait(0.5):
         if emulator.process is None or emulator.process.poll() is not None:
             print("the emulator exited", file=sys.stderr)
