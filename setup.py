@@ -16,7 +16,7 @@ setup(
     license="GPL-3.0-or-later",
     packages=find_packages(include=["django_i3tasks", "django_i3tasks.*"]),
     include_package_data=True,
-    package_data={"django_i3tasks": ["testing/java/io/grpc/*.java"]},
+    package_data={"django_i3tasks": ["testing/java-emulator-fix/io/grpc/*.java"]},
     python_requires=">=3.10",
     install_requires=[
         "django>=4.2",

@@ -9,7 +9,7 @@ Google's emulator jar comes with the gcloud SDK (``gcloud components install
 pubsub-emulator``, or the Debian package ``google-cloud-cli-pubsub-emulator`` from Google's apt
 repository). It is started directly with ``java`` (the ``gcloud`` wrapper would leave the Java
 process behind when killed), with a small class of ours first on the classpath that fixes the
-jar's stream-close bug (see ``java/io/grpc/InternalStatus.java``).
+jar's stream-close bug (see ``java-emulator-fix/io/grpc/InternalStatus.java``).
 
 Either kind runs in a child process of its own (``PubSubEmulator().start()``, ``.endpoint``,
 ``.kind``, ``.stop()``), started on a free port and stopped with its whole process group.
@@ -43,7 +43,9 @@ JAR_ENV = "I3TASKS_PUBSUB_EMULATOR_JAR"
 SDK_ROOT_ENV = "I3TASKS_GCLOUD_SDK_ROOT"
 CACHE_ENV = "I3TASKS_CACHE_DIR"
 JAR_GLOB = "platform/pubsub-emulator/lib/cloud-pubsub-emulator-*-all.jar"
-FIX_SOURCE = Path(__file__).with_name("java") / "io" / "grpc" / "InternalStatus.java"
+#: Package data, in a folder whose name is no Python identifier, so it is never importable
+#: (a plain ``java/io/grpc`` folder would be an implicit namespace package).
+FIX_SOURCE = Path(__file__).with_name("java-emulator-fix") / "io" / "grpc" / "InternalStatus.java"
 INSTALL_HINT = (
     "Install it with 'gcloud components install pubsub-emulator' or the Debian package "
     "'google-cloud-cli-pubsub-emulator' from Google's apt repository, or point "
