@@ -202,3 +202,10 @@ def _reset_calls() -> None:
     beat.forget()
     CALLS.clear()
     ORDER.clear()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that start worker subprocesses, so focused runs can leave them out."""
+    for item in items:
+        if "processes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.subprocess_worker)

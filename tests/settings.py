@@ -3,6 +3,8 @@
 import os
 import tempfile
 
+import django
+
 from django_i3tasks.types import I3TasksSettings, PullQueue, PushQueue
 
 SECRET_KEY = "test-secret-key-not-for-production"
@@ -19,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",  # the live server serves the admin's CSS (browser test)
     "django_i3tasks",
     "tests.testapp",
 ]
@@ -63,13 +66,15 @@ elif TEST_DB == "sqlite":
     _path = os.environ.get("I3TASKS_SQLITE_PATH") or os.path.join(
         tempfile.gettempdir(), f"i3tasks-test-{os.getpid()}.sqlite3"
     )
+    _options = {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL"}
+    if django.VERSION >= (5, 1):  # the option exists from Django 5.1 on
+        _options["transaction_mode"] = "IMMEDIATE"
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _path,
             "TEST": {"NAME": _path},
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
-                        "init_command": "PRAGMA journal_mode=WAL"},
+            "OPTIONS": _options,
         }
     }
 else:
