@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from .models import (
     ScheduleSlot,
@@ -255,7 +255,7 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
         """The dotted name, allowed to break only after a dot."""
         parts = obj.task_name.split(".")
         return format_html('<span title="{}">{}</span>', obj.task_name,
-                           format_html_join(format_html(".<wbr>"), "{}", ((p,) for p in parts)))
+                           format_html_join(mark_safe(".<wbr>"), "{}", ((p,) for p in parts)))
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: TaskExecution) -> SafeString:

@@ -18,6 +18,21 @@ import pytest
 from django_i3tasks import transport
 
 
+def _sqlite_wal(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """Django < 5.1 has no SQLite ``init_command``: turn WAL on for each new connection."""
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode=WAL")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import django
+    from django.db.backends.signals import connection_created
+
+    if django.VERSION < (5, 1):
+        connection_created.connect(_sqlite_wal)
+
+
 @pytest.fixture(scope="session")
 def pubsub_emulator() -> Iterator[Any]:
     """Google's Pub/Sub emulator (with the stream-close fix), started once per session."""

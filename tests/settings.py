@@ -66,9 +66,11 @@ elif TEST_DB == "sqlite":
     _path = os.environ.get("I3TASKS_SQLITE_PATH") or os.path.join(
         tempfile.gettempdir(), f"i3tasks-test-{os.getpid()}.sqlite3"
     )
-    _options = {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL"}
-    if django.VERSION >= (5, 1):  # the option exists from Django 5.1 on
-        _options["transaction_mode"] = "IMMEDIATE"
+    # Both options exist from Django 5.1 on; before, tests/conftest.py turns WAL on and writers
+    # wait on the busy timeout.
+    _options = {"timeout": 30}
+    if django.VERSION >= (5, 1):
+        _options.update(transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
