@@ -240,6 +240,11 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
             _last_finish=Max("tries__finished_at"),
         )
 
+    def get_inlines(self, request: HttpRequest, obj: TaskExecution | None) -> list[Any]:
+        """The result section only where there is a result (no empty table on failures)."""
+        has_result = obj is not None and TaskExecutionResult.objects.filter(execution=obj).exists()
+        return [i for i in self.inlines if i is not ResultInline or has_result]
+
     def has_retry_permission(self, request: HttpRequest) -> bool:
         """The retry action writes; it needs the change permission the pages do not use."""
         opts = self.opts

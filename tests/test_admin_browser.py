@@ -180,4 +180,5 @@ def test_operator_walks_through_the_admin(browser, live_server, push_queue,
     wait_for(lambda: TaskExecution.objects.get(pk=broken.pk).status == "failed", timeout=30)
     browser.get(f"{live_server.url}/admin/django_i3tasks/taskexecution/{broken.pk}/change/")
     assert browser.find_element(By.ID, "tries-group").text.count("RuntimeError") == 2
+    assert not browser.find_elements(By.ID, "result-group"), "no result, no result section"
     _screenshot(browser, "admin-after-retry")
