@@ -135,7 +135,7 @@ for leg in $LEGS; do
     [ "$leg" = main ] || args=("${FOCUSED[@]}" "$@")
     step "pytest: leg $leg ($venv), $db${args[*]:+, ${args[*]}}"
     started=$SECONDS
-    I3TASKS_TEST_DB=$db "$venv/bin/python" -m pytest "${args[@]}"
+    I3TASKS_TEST_DB=$db "$venv/bin/python" -m pytest -rs "${args[@]}"
     code=$?
     took=$((SECONDS - started))
     case $code in
