@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==== %s\n' "$*"; }
 
 # --- the matrix --------------------------------------------------------------------------
-# Each leg: virtualenv, Python minor version, Django requirement, databases, pytest arguments.
+# Each leg: a virtualenv, a Python version, a Django requirement, its databases (below).
 # Extra packages for one leg's virtualenv go in its *_EXTRA array (e.g. "django-tasks>=0.8").
 MAIN_EXTRA=()
 DJ42_EXTRA=()
@@ -37,14 +37,16 @@ for leg in $LEGS; do
   [ -n "$(leg_venv "$leg")" ] || { echo "unknown leg '$leg' (main, dj42, dj6)" >&2; exit 2; }
 done
 
-# An interpreter of Python $1 (e.g. 3.12): on PATH, or installed by pyenv.
+# Whether the interpreter $2 is Python $1 (e.g. 3.12).
+is_python() {
+  command -v "$2" >/dev/null 2>&1 && [ "$("$2" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$1" ]
+}
+
+# An interpreter of Python $1: on PATH, or installed by pyenv.
 find_python() {
-  local minor=$1 candidate
-  for candidate in "python$minor" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$minor".*/bin/python \
-                   python3; do
-    if command -v "$candidate" >/dev/null 2>&1 \
-       && "$candidate" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$minor'.split('.'))))" \
-          2>/dev/null; then
+  local candidate
+  for candidate in "python$1" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python python3; do
+    if is_python "$1" "$candidate"; then
       command -v "$candidate"
       return 0
     fi
@@ -67,7 +69,7 @@ build_venv() {
     return 0
   fi
   echo "building $venv ($("$python" -V 2>&1), $(leg_django "$leg") $(leg_extra "$leg"))"
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$(leg_python "$leg")'.split('.'))))"; then
+  if ! is_python "$(leg_python "$leg")" "$venv/bin/python"; then
     rm -rf "$venv"
     "$python" -m venv "$venv" || return 1
   fi
