@@ -228,7 +228,7 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
         # The group page links to its members; groups are too many for a sidebar filter.
         if lookup in ("group__id__exact", "previous__id__exact"):
             return True
-        if request is None:  # Django < 5.2 has no request argument
+        if request is None:  # Django 4.2 calls it without the request
             return super().lookup_allowed(lookup, value)
         return super().lookup_allowed(lookup, value, request)
 
