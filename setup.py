@@ -16,7 +16,11 @@ setup(
     license="GPL-3.0-or-later",
     packages=find_packages(include=["django_i3tasks", "django_i3tasks.*"]),
     include_package_data=True,
-    package_data={"django_i3tasks": ["testing/java-emulator-fix/io/grpc/*.java"]},
+    package_data={
+        "django_i3tasks": [
+            "testing/java-emulator-fix/io/grpc/*.java", "static/django_i3tasks/*.css",
+        ],
+    },
     python_requires=">=3.10",
     install_requires=[
         "django>=4.2",
@@ -30,6 +34,7 @@ setup(
             "hypothesis>=6.100",
             "psycopg[binary]>=3.1",
             "ruff>=0.6",
+            "selenium>=4.20",  # the admin browser test (with Debian's chromium-driver)
             "import-linter>=2.1",
             "mypy>=1.10",
             "django-stubs>=5.0",

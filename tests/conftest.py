@@ -21,6 +21,21 @@ from django_i3tasks import transport
 pytest_plugins = ["django_i3tasks.testing.pytest_plugin"]
 
 
+def _sqlite_wal(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """Django < 5.1 has no SQLite ``init_command``: turn WAL on for each new connection."""
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode=WAL")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import django
+    from django.db.backends.signals import connection_created
+
+    if django.VERSION < (5, 1):
+        connection_created.connect(_sqlite_wal)
+
+
 @pytest.fixture(scope="session")
 def pubsub_emulator() -> Iterator[Any]:
     """A Pub/Sub emulator started once per session: the kind ``I3TASKS_EMULATOR`` asks for
@@ -210,3 +225,10 @@ def _reset_calls() -> None:
     beat.forget()
     CALLS.clear()
     ORDER.clear()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that start worker subprocesses, so focused runs can leave them out."""
+    for item in items:
+        if "processes" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.subprocess_worker)

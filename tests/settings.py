@@ -5,6 +5,8 @@ import tempfile
 from importlib.util import find_spec
 from typing import Any
 
+import django
+
 from django_i3tasks.types import I3TasksSettings, PullQueue, PushQueue
 
 SECRET_KEY = "test-secret-key-not-for-production"
@@ -21,6 +23,7 @@ INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",  # the live server serves the admin's CSS (browser test)
     "django_i3tasks",
     "tests.testapp",
 ]
@@ -66,13 +69,17 @@ elif TEST_DB == "sqlite":
     _path = os.environ.get("I3TASKS_SQLITE_PATH") or os.path.join(
         tempfile.gettempdir(), f"i3tasks-test-{os.getpid()}.sqlite3"
     )
+    # Both options exist from Django 5.1 on; before, tests/conftest.py turns WAL on and writers
+    # wait on the busy timeout.
+    _options: dict[str, Any] = {"timeout": 30}
+    if django.VERSION >= (5, 1):
+        _options.update(transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": _path,
             "TEST": {"NAME": _path},
-            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
-                        "init_command": "PRAGMA journal_mode=WAL"},
+            "OPTIONS": _options,
         }
     }
 else:

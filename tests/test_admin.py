@@ -79,3 +79,79 @@ def test_nothing_can_be_added_or_edited_by_hand(admin_client):
     assert admin_client.get(
         reverse("admin:django_i3tasks_taskexecution_add")
     ).status_code == 403
+
+
+def _executions(count: int) -> None:
+    """``count`` finished executions with two tries each, and ``count`` groups (one per
+    execution) whose callback is the first execution: every column has something to show."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_i3tasks.models import TaskExecutionTry
+
+    now = timezone.now()
+    callback = TaskExecution.objects.create(task_name=link.name, queue_name="default",
+                                            status="success", finished_at=now)
+    groups = TaskGroup.objects.bulk_create(
+        TaskGroup(total_count=1, succeeded_count=1, status="success", callback=callback)
+        for _ in range(count)
+    )
+    executions = [callback, *TaskExecution.objects.bulk_create(
+        TaskExecution(task_name=member.name, queue_name="default", status="success",
+                      finished_at=now, group=groups[i])
+        for i in range(count - 1)
+    )]
+    TaskExecutionTry.objects.bulk_create(
+        TaskExecutionTry(execution=e, number=n, status=status, started_at=now,
+                         finished_at=now + timedelta(seconds=n))
+        for e in executions for n, status in ((1, "failed"), (2, "success"))
+    )
+
+
+@pytest.mark.parametrize("model", ["taskexecution", "taskgroup"])
+def test_list_pages_use_a_constant_number_of_queries(admin_client, model):
+    """20 rows or 200 rows (the whole list on one page): the same queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = reverse(f"admin:django_i3tasks_{model}_changelist")
+    counts = {}
+    for rows in (20, 200):
+        TaskExecution.objects.all().delete()
+        TaskGroup.objects.all().delete()
+        _executions(rows)
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get(url, {"all": ""})
+        assert response.status_code == 200
+        assert len(response.context["cl"].result_list) == rows
+        counts[rows] = len(queries)
+    assert counts[20] == counts[200], counts
+    print(f"{model} list queries: {counts}")
+
+
+def test_execution_page_is_read_only_and_names_its_group_once(admin_client, no_publish):
+    group = TaskGroup.create(callback=link, total_count=1)
+    handle = member.delay(3, __i3group__=group)
+    run_message(no_publish[0])
+    url = reverse("admin:django_i3tasks_taskexecution_change", args=[handle.id])
+    html = admin_client.get(url).content.decode()
+    assert 'name="_save"' not in html and 'name="_continue"' not in html
+    assert "deletelink" in html  # cleanup stays possible
+    assert html.count("<label>Group:</label>") == 1
+    assert 'class="i3-status i3-ok">success<' in html
+    assert admin_client.post(url, {}).status_code == 403  # nothing to save
+
+
+def test_unknown_statuses_render_with_the_neutral_colour():
+    from django_i3tasks.admin import human_duration, status_badge
+
+    assert 'class="i3-status i3-neutral">cancelled<' in status_badge("cancelled")
+    assert 'class="i3-status i3-bad">failed<' in status_badge("failed")
+    from datetime import datetime, timedelta
+
+    start = datetime(2026, 1, 1)
+    assert human_duration(start, start + timedelta(seconds=0.0421)) == "0.042 s"
+    assert human_duration(start, start + timedelta(seconds=245)) == "4 min 05 s"
+    assert human_duration(start, start + timedelta(hours=2, minutes=3)) == "2 h 03 min"
+    assert human_duration(start, None) == "-"

@@ -90,6 +90,9 @@ def test_bad_pubsub_config(settings, config, expected):
     assert expected in messages(check_settings())
 
 
+# Django 6 runs the model checks against every database (SQLite's JSON support check opens a
+# connection), so ``manage.py check`` needs the test database there.
+@pytest.mark.django_db
 def test_manage_py_check_fails_with_the_field_name(settings):
     settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, lease_seconds=-5)
     with pytest.raises(SystemCheckError, match="lease_seconds"):
@@ -137,6 +140,7 @@ def test_open_push_endpoint_is_fine_with_the_emulator(production, monkeypatch, c
     assert check_settings() == []
 
 
+@pytest.mark.django_db  # as above: Django 6's check touches the database
 def test_open_push_warning_does_not_fail_manage_py_check(production):
     import io
 

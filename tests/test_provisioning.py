@@ -95,12 +95,20 @@ def test_startup_provisioning_never_runs_for_maintenance_commands(command, tmp_p
 def test_startup_provisioning_warns_when_unreachable(tmp_path):
     """A serving process (here: a WSGI import) logs a warning and keeps running."""
     env = _env(tmp_path)
+    # Waits for the warning (not a fixed sleep: a loaded machine may take longer than the
+    # 5 s connection timeout plus start-up), then shows the process is still serving.
     code = (
-        "import logging, threading, django; logging.basicConfig(level=logging.WARNING);"
-        "from django.core.wsgi import get_wsgi_application; get_wsgi_application();"
-        "print('still alive', flush=True);"
-        # Wait for the provisioning thread (bounded by its own 5 s timeout) to have its say.
-        "[t.join(50) for t in threading.enumerate() if t.name == 'i3tasks-provision']"
+        "import logging, threading\n"
+        "seen = threading.Event()\n"
+        "class Seen(logging.Handler):\n"
+        "    def emit(self, record):\n"
+        "        if 'could not ensure' in record.getMessage(): seen.set()\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "logging.getLogger().addHandler(Seen())\n"
+        "from django.core.wsgi import get_wsgi_application\n"
+        "get_wsgi_application()\n"
+        "seen.wait(50)\n"
+        "print('still alive')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, timeout=60)
