@@ -109,7 +109,7 @@ def _ran_for_real(push_queue: str) -> dict[str, Any]:
 def test_operator_walks_through_the_admin(browser, live_server, push_queue,
                                           django_user_model) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     rows = _ran_for_real(push_queue)
     assert rows["group"].status == "success"
@@ -120,7 +120,11 @@ def test_operator_walks_through_the_admin(browser, live_server, push_queue,
     browser.find_element(By.NAME, "username").send_keys("operator")
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert browser.find_elements(By.ID, "user-tools"), browser.page_source[:2000]
+    # click() does not wait for the next page: wait for it (a loaded machine is slow).
+    WebDriverWait(browser, 30).until(
+        lambda driver: driver.find_elements(By.ID, "user-tools"),
+        message="the admin index did not appear after logging in",
+    )
 
     # The executions list: every row, the columns an operator needs, within 1366 px.
     browser.get(f"{live_server.url}/admin/django_i3tasks/taskexecution/")
@@ -175,7 +179,11 @@ def test_operator_walks_through_the_admin(browser, live_server, push_queue,
     ).click()
     Select(browser.find_element(By.NAME, "action")).select_by_value("retry")
     browser.find_element(By.CSS_SELECTOR, "button[name=index], button.button").click()
-    assert "1 execution(s) retried." in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    messages = WebDriverWait(browser, 30).until(
+        lambda driver: driver.find_elements(By.CSS_SELECTOR, ".messagelist"),
+        message="no message after the retry action",
+    )
+    assert "1 execution(s) retried." in messages[0].text
     wait_for(lambda: broken.tries.filter(status="failed").count() == 2, timeout=60)
     wait_for(lambda: TaskExecution.objects.get(pk=broken.pk).status == "failed", timeout=30)
     browser.get(f"{live_server.url}/admin/django_i3tasks/taskexecution/{broken.pk}/change/")
