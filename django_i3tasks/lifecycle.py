@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from . import outbox, signals
 from .conf import get_queue, get_settings
-from .db import update_returning
+from .db import insert_linked, update_returning
 from .exceptions import InvalidTaskOption, TaskCancelled, TaskUsageError
 from .messages import TaskMessage, check_payload, to_json_value
 from .models import (
@@ -212,20 +212,31 @@ def _write(
     previous: TaskExecution | None, status: str,
 ) -> TaskExecution:
     sink = outbox.get_outbox()
+    execution = TaskExecution(
+        task_name=task.name,
+        queue_name=queue_name,
+        args=list(args),
+        kwargs=dict(kwargs),
+        status=status,
+        max_retries=task.effective_max_retries,
+        eta=eta,
+        previous=previous,
+        group=group,
+        expires_at=expires_at,
+        unique_key=unique_key or "",
+    )
+    if status == ExecutionStatus.PENDING:
+        first_try = TaskExecutionTry(execution=execution, number=1)
+        # PostgreSQL: both rows in one statement, atomic by itself, so outside a transaction
+        # no BEGIN/COMMIT either (one round trip); the message still leaves after the commit.
+        if insert_linked(execution, first_try, "execution"):
+            _announce([execution], sink)
+            sink.send([message_for(execution, first_try)])
+            if isinstance(sink, outbox.InlineOutbox):
+                execution.refresh_from_db()  # it ran inline: show its final status
+            return execution
     with transaction.atomic(savepoint=False):
-        execution = TaskExecution.objects.create(
-            task_name=task.name,
-            queue_name=queue_name,
-            args=list(args),
-            kwargs=dict(kwargs),
-            status=status,
-            max_retries=task.effective_max_retries,
-            eta=eta,
-            previous=previous,
-            group=group,
-            expires_at=expires_at,
-            unique_key=unique_key or "",
-        )
+        execution.save(force_insert=True)
         if status == ExecutionStatus.PENDING:
             first_try = TaskExecutionTry.objects.create(execution=execution, number=1)
             _announce([execution], sink)
