@@ -169,3 +169,23 @@ def insert_linked(parent: Any, child: Any, link: str, using: str | None = None) 
         obj._state.adding = False
         obj._state.db = using
     return True
+
+
+def prepared(model: Any, name: str, value: Any, using: str) -> tuple[str, str, Any]:
+    """(quoted column, ``CAST(%s AS type)``, value prepared for the database) of one field,
+    for hand-written statements whose parameters PostgreSQL cannot type from context (an
+    ``INSERT ... SELECT`` list)."""
+    connection = connections[using]
+    field = model._meta.get_field(name)
+    return (
+        connection.ops.quote_name(field.column),
+        f"CAST(%s AS {field.db_type(connection)})",
+        field.get_db_prep_save(value, connection),
+    )
+
+
+def fetch_one(sql: str, params: list[Any], using: str) -> tuple:
+    """Run one hand-written statement and return its single row."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()

@@ -16,9 +16,9 @@ outcome reaches Pub/Sub:
 Flow control leases at most ``LEASED_PER_THREAD * concurrency`` messages and a thread pool of
 ``concurrency`` runs them: the client acknowledges in batches (up to 10 ms) and frees a
 flow-control slot only once the ack was sent, so with one lease per thread a thread would
-wait for that round trip before it gets its next message; the client library extends the leases of running messages (up to
-``I3TASKS.lease_seconds``), so a task longer than the subscription's ack deadline is not
-delivered again while it runs.
+wait for that round trip before it gets its next message. The client library extends the
+leases of running messages (up to ``I3TASKS.lease_seconds``), so a task longer than the
+subscription's ack deadline is not delivered again while it runs.
 
 Stopping (SIGTERM/SIGINT, ``max_tasks``, ``max_lifetime``) stops pulling, nacks what was
 leased but not started, and lets running tasks finish within ``grace_period``. Tries still
