@@ -13,10 +13,12 @@ outcome reaches Pub/Sub:
 - poison (undecodable, another queue's message, unknown task): logged, then acked, or
   published to the queue's dead-letter topic first when one is configured.
 
-Flow control leases at most ``concurrency`` messages and a thread pool of that size runs
-them; the client library extends the leases of running messages (up to
-``I3TASKS.lease_seconds``), so a task longer than the subscription's ack deadline is not
-delivered again while it runs.
+Flow control leases at most ``LEASED_PER_THREAD * concurrency`` messages and a thread pool of
+``concurrency`` runs them: the client acknowledges in batches (up to 10 ms) and frees a
+flow-control slot only once the ack was sent, so with one lease per thread a thread would
+wait for that round trip before it gets its next message. The client library extends the
+leases of running messages (up to ``I3TASKS.lease_seconds``), so a task longer than the
+subscription's ack deadline is not delivered again while it runs.
 
 Stopping (SIGTERM/SIGINT, ``max_tasks``, ``max_lifetime``) stops pulling, nacks what was
 leased but not started, and lets running tasks finish within ``grace_period``. Tries still
@@ -59,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds before a message is delivered again after an infrastructure error.
 ERROR_REDELIVERY_SECONDS = 10
+#: Messages leased per task thread (flow control): the extra one waits in the pool's queue
+#: while the previous message's ack is on its way, so a thread never idles on an ack.
+LEASED_PER_THREAD = 2
 #: Pub/Sub's bounds for an ack deadline.
 _DEADLINE_BOUNDS = (1, 600)
 #: ``max_tasks`` and ``max_lifetime`` are lowered by up to this fraction, at random, so the
@@ -334,7 +339,7 @@ class Worker:
         executor = ThreadPoolExecutor(max_workers=concurrency,
                                       thread_name_prefix=f"i3tasks-{self.queue.queue_name}")
         flow = pubsub_v1.types.FlowControl(
-            max_messages=concurrency,
+            max_messages=LEASED_PER_THREAD * concurrency,
             max_lease_duration=max(get_settings().lease_seconds,
                                    self.queue.ack_deadline_seconds),
         )
