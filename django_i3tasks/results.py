@@ -174,14 +174,21 @@ def wait(execution_uuid: UUID, timeout: float | None = None) -> Any:
                 "while the task runs (and a task enqueued in it is only sent at commit); "
                 "wait after the transaction"
             )
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ResultTimeout(f"{result.task_name} {execution_uuid} did not finish within "
-                                    f"{timeout:g} s (status {result.status})")
-            interval = min(interval, left)
-        time.sleep(interval)
+        time.sleep(_pause(result, interval, deadline, timeout))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pause(result: TaskResult, interval: float, deadline: float | None,
+           timeout: float | None) -> float:
+    """How long to wait before reading ``result`` again; ``ResultTimeout`` once the deadline
+    (from ``timeout``) has passed."""
+    if deadline is None:
+        return interval
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ResultTimeout(f"{result.task_name} {result.id} did not finish within "
+                            f"{timeout:g} s (status {result.status})")
+    return min(interval, left)
 
 
 async def await_(execution_uuid: UUID, timeout: float | None = None) -> Any:
@@ -196,11 +203,5 @@ async def await_(execution_uuid: UUID, timeout: float | None = None) -> Any:
         result = await read(execution_uuid)
         if result.is_finished:
             return result.outcome()
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ResultTimeout(f"{result.task_name} {execution_uuid} did not finish within "
-                                    f"{timeout:g} s (status {result.status})")
-            interval = min(interval, left)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(_pause(result, interval, deadline, timeout))
     raise AssertionError("unreachable")  # pragma: no cover

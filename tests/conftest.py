@@ -201,6 +201,23 @@ def http(
         return exc.code, dict(exc.headers), exc.read()
 
 
+def post_at_once(url: str, body: bytes, times: int) -> list[int]:
+    """POST the same push body ``times`` times at once (threads); the HTTP statuses."""
+    import threading
+
+    statuses: list[int] = []
+
+    def post() -> None:
+        statuses.append(http("POST", url, body, {"Content-Type": "application/json"})[0])
+
+    threads = [threading.Thread(target=post) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
 def push_envelope(data: bytes, attributes: dict[str, str] | None = None) -> bytes:
     """A push body as Pub/Sub sends it."""
     import base64

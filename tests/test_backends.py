@@ -7,7 +7,6 @@ subscription to the live server over HTTP.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from datetime import timedelta
@@ -42,7 +41,7 @@ from django_i3tasks.backends import (
 from django_i3tasks.lifecycle import message_for
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
 from django_i3tasks.registry import registry
-from tests.conftest import http, push_envelope, wait_for
+from tests.conftest import post_at_once, push_envelope, wait_for
 from tests.testapp import api_tasks, tasks
 
 if TASKS_API == "django.tasks":
@@ -289,19 +288,10 @@ def test_duplicate_delivery_of_an_api_task_runs_once(push_queue):
     data, attributes = message_for(execution, execution.tries.get()).encode()
     body = push_envelope(data, attributes)
     transport.flush()
-    answers: list[int] = []
-
-    def post() -> None:
-        status, _, _ = http("POST", push_queue, body, {"Content-Type": "application/json"})
-        answers.append(status)
-
-    threads = [threading.Thread(target=post) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = post_at_once(push_queue, body, 2)
     wait_for(lambda: finished(result))
-    post()  # once more after it finished: a duplicate, acknowledged
+    # Once more after it finished: a duplicate, acknowledged.
+    answers += post_at_once(push_queue, body, 1)
     settle()
     assert tasks.CALLS["api_slow:dup"] == 1
     assert answers[-1] == 200 and all(code in (200, 409) for code in answers)

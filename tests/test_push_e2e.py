@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from django_i3tasks.models import (
     TaskExecutionTry,
     TryStatus,
 )
-from tests.conftest import http, push_envelope, wait_for
+from tests.conftest import post_at_once, push_envelope, wait_for
 from tests.middleware import PUSHES
 from tests.testapp import tasks
 
@@ -87,19 +86,10 @@ def test_same_envelope_three_times_runs_once(push_queue):
     data, attributes = message_for(execution, execution.tries.get()).encode()
     body = push_envelope(data, attributes)
     transport.flush()
-    answers: list[int] = []
-
-    def post() -> None:
-        status, _, _ = http("POST", push_queue, body, {"Content-Type": "application/json"})
-        answers.append(status)
-
-    threads = [threading.Thread(target=post) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = post_at_once(push_queue, body, 2)
     wait_for(lambda: execution_status(handle.id) == ExecutionStatus.SUCCESS)
-    post()  # once more after it finished: a duplicate, acknowledged
+    # Once more after it finished: a duplicate, acknowledged.
+    answers += post_at_once(push_queue, body, 1)
     settle()
     assert tasks.CALLS["slow:dup"] == 1
     assert answers[-1] == 200
