@@ -17,8 +17,13 @@ import pytest
 
 from django_i3tasks import transport
 
-#: The fixtures the package offers to projects (``task_recorder``), used by its own tests too.
+#: The fixtures the package offers to projects (``task_recorder``, ``i3tasks_pubsub``), used by
+#: its own tests too.
 pytest_plugins = ["django_i3tasks.testing.pytest_plugin"]
+
+
+def _begin_immediate(self: Any) -> None:
+    self.cursor().execute("BEGIN IMMEDIATE")
 
 
 def _sqlite_wal(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -33,7 +38,13 @@ def pytest_configure(config: pytest.Config) -> None:
     from django.db.backends.signals import connection_created
 
     if django.VERSION < (5, 1):
+        from django.db.backends.sqlite3.base import DatabaseWrapper
+
         connection_created.connect(_sqlite_wal)
+        # What OPTIONS["transaction_mode"] = "IMMEDIATE" does from Django 5.1 on: a writer
+        # takes the write lock when its transaction begins and waits its turn (busy timeout),
+        # instead of failing with "database is locked" when a deferred transaction upgrades.
+        DatabaseWrapper._start_transaction_under_autocommit = _begin_immediate
 
 
 @pytest.fixture(scope="session")
