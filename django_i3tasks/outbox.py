@@ -228,12 +228,12 @@ def recent_failures(seconds: float = 3600.0) -> int:
     return failures.since(seconds)
 
 
-def _recovery_hint() -> str:
+def _recovery_hint(what: str = "it") -> str:
     try:
         after = get_settings().recovery_after_seconds
     except Exception:  # noqa: BLE001 - only words for a log line
-        return "the recovery sweep will republish it"
-    return f"the recovery sweep will republish it after {after} s"
+        return f"the recovery sweep will republish {what}"
+    return f"the recovery sweep will republish {what} after {after} s"
 
 
 def _publish_failed(message: TaskMessage, exc: BaseException) -> None:
@@ -277,7 +277,7 @@ class Delivery:
         if not_done:
             logger.error(
                 "%d task message(s) were not confirmed by Pub/Sub within %.0f s; %s",
-                len(not_done), timeout, _recovery_hint().replace(" it ", " them "),
+                len(not_done), timeout, _recovery_hint("them"),
             )
         self.failed = len(failed) + len(not_done)
         return self.failed
@@ -323,10 +323,7 @@ def _wait_at_exit() -> None:
         timeout = float(get_settings().publish_timeout_seconds) + 1.0
     except Exception:  # noqa: BLE001 - settings may be gone at exit
         timeout = 31.0
-    _, not_done = futures.wait(pending, timeout=timeout)
-    if not_done:
-        logger.error("%d task message(s) were still unconfirmed at exit; %s", len(not_done),
-                     _recovery_hint().replace(" it ", " them "))
+    Delivery(futures=pending).wait(timeout)  # logs what stays unconfirmed
 
 
 atexit.register(_wait_at_exit)
