@@ -1,6 +1,8 @@
 """One beat call (``POST tasks-beat/``) with 10,000 schedules configured: time and SQL.
 
-Run: ``.venv/bin/python bench/beat.py`` (both databases) or ``--db sqlite|postgres``.
+Run: ``.venv/bin/python bench/beat.py`` (both databases) or ``--db sqlite|postgres``;
+``BEAT_KINDS="all due"`` runs one scenario; ``BEAT_JSON=path`` also writes the figures there
+(``bench/compare.py`` reads them).
 It starts its own Pub/Sub emulator; enqueued tasks are really published (and awaited).
 
 Scenarios, each on a fresh slot history, timed for consecutive minutes:
@@ -21,6 +23,7 @@ process; a minute in which all 10,000 are due under 1.5 s on PostgreSQL.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -70,7 +73,8 @@ def measure(db: str) -> None:
           f"(distinct, warm and new process), < {ALL_DUE_TARGET} s (all due)")
     print("machine: {} cores, load average {:.2f} {:.2f} {:.2f}".format(
         os.cpu_count(), *os.getloadavg()))
-    for kind in ("mixed", "distinct", "all due"):
+    figures: dict[str, dict[str, float]] = {}
+    for kind in os.environ.get("BEAT_KINDS", "mixed,distinct,all due").split(","):
         schedules = tuple(
             Schedule("tests.testapp.beat_tasks", "tick", cron, [i], name=f"{kind}-{i}")
             for i, cron in enumerate(crons(kind))
@@ -114,12 +118,19 @@ def measure(db: str) -> None:
         print(f"  new process, existing history: {restart * 1000:7.1f} ms, enqueued "
               f"{len(restarted['enqueued'])}, already done {len(restarted['skipped'])}, "
               f"{count(captured)[1]} data statements")
+        figures[kind] = {"cold": cold[0], "warm_median": statistics.median(warm_times),
+                         "warm_max": max(warm_times), "new_process": restart,
+                         "enqueued_per_call": max(r[1] for r in warm),
+                         "target": ALL_DUE_TARGET if kind == "all due" else TARGET}
         limit = ALL_DUE_TARGET if kind == "all due" else TARGET
         verdict = "meets" if statistics.median(warm_times) < limit else "MISSES"
         print(f"  warm median {verdict} the {limit} s target; new process "
               f"{'meets' if restart < limit else 'MISSES'} it; cold call (first deploy) "
               f"{'meets' if cold[0] < limit else 'misses'} it")
     settings.I3TASKS = base
+    if os.environ.get("BEAT_JSON"):
+        with open(os.environ["BEAT_JSON"], "w") as out:
+            json.dump({"db": db, "schedules": SCHEDULES, "scenarios": figures}, out)
 
 
 if __name__ == "__main__":

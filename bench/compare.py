@@ -21,12 +21,15 @@ Systems (each served with the same budget: 8 tasks at once on this 2-core machin
 - ``ceiling-push``: the same emulator pushing to a no-op view under the same gunicorn;
   ``ceiling-pull``: a streaming-pull subscriber (flow control 8) that only acknowledges.
 - ``floor``: a plain Django view that parses the envelope, claims the try with one
-  conditional UPDATE and records the result in one transaction, under the same gunicorn.
+  conditional UPDATE and records the result in one transaction, under the same gunicorn;
+  its tasks are enqueued as ours are, one INSERT and one publish each.
 
 Workloads: ``enqueue`` (latency of 1,000 calls, nobody consuming), ``noop`` (2,000 no-op
 tasks, first enqueue to last recorded result), ``sleep`` (200 tasks of 50 ms), ``fanout``
 (1,000 members and a join callback: enqueue time, time to the callback's result), ``sql``
-(statements per enqueue, per execution, per group member, counted in-process).
+(statements per enqueue, per execution, per group member, counted in-process), ``beat``
+(``bench/beat.py``'s 10,000 schedules: distinct expressions and all due, warm and on a new
+process; the beat endpoint is ours only, so there is nothing to compare it with).
 Output: a table, ``bench/results/<date>.json`` and ``bench/results/<date>.png`` (a full run
 also writes ``bench/results/compare.png``, the chart the README shows).
 """
@@ -55,10 +58,10 @@ BENCH_VENV = ROOT / ".venv-bench"
 RESULTS = HERE / "results"
 SYSTEMS = ["ours-push", "ours-pull", "ours-push@0", "ours-pull@0", "old", "celery-redis",
            "celery-db", "ceiling-push", "ceiling-pull", "floor"]
-WORKLOADS = ["enqueue", "noop", "sleep", "fanout", "sql"]
+WORKLOADS = ["enqueue", "noop", "sleep", "fanout", "sql", "beat"]
 #: Which workloads each system takes part in.
 PLAN = {
-    "ours-push": {"enqueue", "noop", "sleep", "fanout", "sql"},
+    "ours-push": {"enqueue", "noop", "sleep", "fanout", "sql", "beat"},
     "ours-pull": {"noop", "sleep", "fanout"},
     "ours-push@0": {"noop"},
     "ours-pull@0": {"noop"},
@@ -460,14 +463,20 @@ def ceiling_pull(run: Run, n: int) -> float:
 
 
 def floor_throughput(run: Run, n: int) -> float:
+    """The floor's tasks are enqueued as ours are, one at a time: an INSERT (autocommit) and
+    a publish that is not waited for, so the ratio compares the same work end to end."""
     from compare_project.models import FloorTry
     from django.db.models import Max
 
     FloorTry.objects.all().delete()
     started = time.time()
-    rows = FloorTry.objects.bulk_create([FloorTry() for _ in range(n)])
-    run.publish_raw("floor", [json.dumps({"try": row.pk, "args": [i]}).encode()
-                              for i, row in enumerate(rows)])
+    futures = []
+    for index in range(n):
+        row = FloorTry.objects.create()
+        futures.append(run.publisher.publish(
+            run.topics["floor"], json.dumps({"try": row.pk, "args": [index]}).encode()))
+    for future in futures:
+        future.result(timeout=120)
     done = FloorTry.objects.filter(status="success")
     poll(lambda: done.count() >= n, 300, "the floor", 0.2)
     return n / (done.aggregate(last=Max("finished_at"))["last"].timestamp() - started)
@@ -487,6 +496,16 @@ def floor_sql() -> dict[str, int]:
     with CaptureQueriesContext(connection) as captured:
         Client().post("/floor/", body, content_type="application/json")
     return {"enqueue": 1, "execution": count(captured)[1]}
+
+
+def beat_figures(db: str) -> dict[str, Any]:
+    """``bench/beat.py`` (distinct expressions and all due) in its own process, own emulator
+    and own test database."""
+    path = Path(tempfile.gettempdir()) / f"cmp-beat-{os.getpid()}.json"
+    env = {**os.environ, "BEAT_KINDS": "distinct,all due", "BEAT_JSON": str(path),
+           "I3TASKS_TEST_DB_NAME": f"i3tasks_beat_{os.getpid()}"}
+    subprocess.run([sys.executable, str(HERE / "beat.py"), "--db", db], env=env, check=True)
+    return json.loads(path.read_text())["scenarios"]
 
 
 def old_side(run: Run, n: int, seconds: float) -> dict[str, Any]:
@@ -527,6 +546,9 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
 
     try:
         from compare_project import tasks
+
+        if wanted("ours-push", "beat"):
+            note("ours-push", "beat", beat_figures(db))
 
         for system, conn in (("ours-push", 60), ("ours-push@0", 0)):
             if not any(wanted(system, w) for w in WORKLOADS):
@@ -705,6 +727,15 @@ def table(result: dict[str, Any]) -> str:
     if ours and theirs:
         lines.append(f"enqueue latency ours / celery-db: {ours / theirs:.2f} "
                      f"(target <= 1: {'met' if ours <= theirs else 'MISSED'})")
+    for kind, figures in s.get("ours-push", {}).get("beat", {}).items():
+        target = figures["target"]
+        met = max(figures["warm_median"], figures["new_process"]) < target
+        lines.append(
+            f"beat, 10,000 schedules, {kind}: warm {figures['warm_median'] * 1000:,.0f} ms "
+            f"(max {figures['warm_max'] * 1000:,.0f}), new process "
+            f"{figures['new_process'] * 1000:,.0f} ms, first call ever "
+            f"{figures['cold'] * 1000:,.0f} ms (target < {target * 1000:,.0f} ms warm and new "
+            f"process: {'met' if met else 'MISSED'})")
     return "\n".join(lines)
 
 
@@ -737,8 +768,9 @@ def chart(results: list[dict[str, Any]], path: Path, machine: str) -> None:
 
 
 def machine() -> str:
+    load = os.getloadavg()[0]
     return (f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-            f", shared machine (other test suites running)")
+            f", load average {load:.1f} when the run ended")
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def measure(db: str) -> None:
             else:
                 for index in range(MEMBERS):
                     member.delay(index, __i3group__=group)
-        assert not delivery.failed and len(delivery.futures) == MEMBERS
+        assert not delivery.failed and delivery.published == MEMBERS
         return time.perf_counter() - started
 
     bulk_times = [enqueue(bulk=True) for _ in range(REPEATS)]

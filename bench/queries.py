@@ -55,7 +55,7 @@ def measure(db: str) -> None:
         started = time.perf_counter()
         with outbox.delivering() as delivery:
             tasks.add.delay(i, -i)
-        assert delivery.futures and not delivery.failed
+        assert delivery.messages and not delivery.failed
         blocking_times.append(time.perf_counter() - started)
 
     client = client_cls()

@@ -31,7 +31,7 @@ from django.utils.dateparse import parse_datetime
 
 from . import lifecycle, outbox
 from .conf import get_settings
-from .db import insert_new
+from .db import insert_new, json_rows, without_jit
 from .models import (
     ExecutionStatus,
     ScheduleSlot,
@@ -243,12 +243,14 @@ def _advance(rows: list[tuple[int, datetime, datetime | None, str | None]]) -> N
                     f"AND ({table}.next_fire < v.column2 OR v.column4 IS NOT NULL)")
             with connection.cursor() as cursor:
                 if connection.vendor == "postgresql":
-                    # Four array parameters, however many rows: cheap to send and to parse.
-                    columns = [list(column) for column in zip(*rows, strict=True)]
+                    # One JSON parameter, however many rows: cheap to send and to parse.
+                    fields = [meta.get_field(n) for n in ("id", "next_fire", "last_slot", "spec")]
+                    document, picks = json_rows(fields, rows, connection)
+                    without_jit(cursor, connection, len(rows))
                     cursor.execute(
-                        head + "unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[], "
-                        "%s::varchar[]) AS v(column1, column2, column3, column4)" + tail,
-                        columns,
+                        head + f"(SELECT {', '.join(picks)} FROM json_array_elements(%s::json) "
+                        "AS r(value)) AS v(column1, column2, column3, column4)" + tail,
+                        [document],
                     )
                     return
                 for start in range(0, len(rows), STATE_CHUNK):
@@ -305,30 +307,36 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
 
 
 def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> None:
-    """Insert the due slots' rows; enqueue the tasks of the slots this call inserted."""
+    """Insert the due slots' rows; enqueue the tasks of the slots this call inserted.
+
+    ``due`` holds at most one slot per schedule (its latest), so the schedule keys returned
+    by the insert say which slots this call won."""
     now = timezone.now()
     ordered = sorted(due.items(), key=lambda item: item[0])
-    uuids = {slot_key: uuid.uuid4() for slot_key, _ in ordered}
+    slots = [(key, slot, schedule, uuid.uuid4()) for (key, slot), schedule in ordered]
     rows = [
-        {"schedule_key": key, "slot": slot, "execution_uuid": uuids[(key, slot)],
-         "created_at": now}
-        for (key, slot), _ in ordered
+        {"schedule_key": key, "slot": slot, "execution_uuid": execution_uuid, "created_at": now}
+        for key, slot, _, execution_uuid in slots
     ]
     with transaction.atomic():
-        won = set(insert_new(ScheduleSlot, rows, ["schedule_key", "slot"],
-                             ["schedule_key", "slot"]))
+        won = {key for (key,) in insert_new(ScheduleSlot, rows, ["schedule_key", "slot"],
+                                            ["schedule_key"])}
         calls, entries = [], []
-        for (key, slot), schedule in ordered:
-            task = registry.get(schedule.task_name)
+        tasks: dict[str, Any] = {}
+        for key, slot, schedule, execution_uuid in slots:
+            name = schedule.task_name
+            task = tasks[name] if name in tasks else tasks.setdefault(name, registry.get(name))
             entry = {"schedule": key, "slot": slot.isoformat()}
-            if (key, slot) not in won:
+            if key not in won:
                 report.skipped.append({**entry, "reason": "already_enqueued"})
             elif task is None:  # the system check reports it; never import by name here
                 report.skipped.append({**entry, "reason": "unknown_task"})
             else:
                 calls.append((task, schedule.args, schedule.kwargs))
-                entries.append((entry, uuids[(key, slot)]))
-        lifecycle.enqueue_calls(calls, uuids=[execution_uuid for _, execution_uuid in entries])
+                entries.append((entry, execution_uuid))
+        lifecycle.enqueue_calls(
+            calls, uuids=[execution_uuid for _, execution_uuid in entries], returning=False
+        )
     for entry, execution_uuid in entries:
         entry["execution"] = str(execution_uuid)
         report.enqueued.append(entry)

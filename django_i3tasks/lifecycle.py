@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from . import outbox, signals
 from .conf import get_queue, get_settings
-from .db import fetch_one, insert_linked, prepared, update_returning
+from .db import fetch_one, insert_linked, insert_many_linked, prepared, update_returning
 from .exceptions import InvalidTaskOption, TaskCancelled, TaskUsageError
 from .messages import TaskMessage, check_payload, to_json_value
 from .models import (
@@ -83,11 +83,15 @@ _PENDING = cast(str, ExecutionStatus.PENDING)
 
 def message_for(execution: TaskExecution, task_try: TaskExecutionTry) -> TaskMessage:
     """The message of one try of an execution."""
+    return _message(execution, task_try.pk, task_try.number)
+
+
+def _message(execution: TaskExecution, try_id: int, try_number: int) -> TaskMessage:
     return TaskMessage(
         execution_id=execution.pk,
         execution_uuid=execution.uuid,
-        try_id=task_try.pk,
-        try_number=task_try.number,
+        try_id=try_id,
+        try_number=try_number,
         task_name=execution.task_name,
         queue_name=execution.queue_name,
         args=list(execution.args),
@@ -258,20 +262,24 @@ def enqueue_calls(
     group: TaskGroup | None = None,
     queue_name: str | None = None,
     uuids: Sequence[uuid.UUID] | None = None,
+    returning: bool = True,
 ) -> list[TaskExecution]:
-    """Write and send calls of any tasks in bulk (fan-out, beat schedules): two INSERTs per
-    ``BULK_BATCH`` calls, one batched publish.
+    """Write and send calls of any tasks in bulk (fan-out, beat schedules): on PostgreSQL one
+    statement per 5,000 calls, elsewhere two INSERTs per ``BULK_BATCH``; one handover to the
+    transport.
 
     Every call is validated before anything is written, so a bad argument in call 700 writes
     nothing. ``uuids`` gives the executions' uuids when the caller recorded them beforehand
-    (the beat's slot rows).
+    (the beat's slot rows). ``returning=False`` returns nothing and builds no model
+    instances (the beat: 10,000 of them are a noticeable part of a minute's cost).
     """
     if group is not None and not isinstance(group, TaskGroup):
         raise TaskUsageError(f"group must be a TaskGroup, got {type(group).__name__}")
     calls = [(task, list(args), dict(kwargs)) for task, args, kwargs in calls]
+    limit = get_settings().max_payload_bytes
     for index, (task, args, kwargs) in enumerate(calls):
         try:
-            validate_arguments(task.name, args, kwargs)
+            check_payload(task.name, args, kwargs, limit)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"call {index}: {exc}") from None
     queues = {
@@ -280,29 +288,71 @@ def enqueue_calls(
     }
     now = timezone.now()
     expiries = {task.name: expiry_time(task, None, now) for task, _, _ in calls}
+    rows: list[dict[str, Any]] = [
+        {"uuid": uuids[index] if uuids is not None else uuid.uuid4(), "task_name": task.name,
+         "queue_name": queues[task.name], "args": args, "kwargs": kwargs,
+         "expires_at": expiries[task.name], "max_retries": task.effective_max_retries}
+        for index, (task, args, kwargs) in enumerate(calls)
+    ]
+    common: dict[str, Any] = {
+        "status": _PENDING, "group_id": group.pk if group is not None else None,
+        "created_at": now,
+    }
     sink = outbox.get_outbox()
     with transaction.atomic(savepoint=False):
-        executions = TaskExecution.objects.bulk_create(
-            [
-                TaskExecution(
-                    task_name=task.name, queue_name=queues[task.name], args=args,
-                    kwargs=kwargs, status=_PENDING, expires_at=expiries[task.name],
-                    max_retries=task.effective_max_retries, group=group,
-                    **({"uuid": uuids[index]} if uuids is not None else {}),
-                )
-                for index, (task, args, kwargs) in enumerate(calls)
-            ],
-            batch_size=BULK_BATCH,
-        )
-        tries = TaskExecutionTry.objects.bulk_create(
-            [TaskExecutionTry(execution=execution, number=1) for execution in executions],
-            batch_size=BULK_BATCH,
-        )
-        _announce(executions, sink)
-        sink.send([message_for(e, t) for e, t in zip(executions, tries, strict=True)])
+        ids = _insert_first_tries(rows, common, now)
+        executions: list[TaskExecution] = []
+        if returning or signals.task_enqueued.has_listeners():
+            executions = _loaded(rows, common, [execution_id for execution_id, _ in ids])
+            _announce(executions, sink)
+        sink.send([
+            TaskMessage(
+                execution_id=execution_id, execution_uuid=row["uuid"], try_id=try_id,
+                try_number=1, task_name=row["task_name"], queue_name=row["queue_name"],
+                args=row["args"], kwargs=row["kwargs"], max_retries=row["max_retries"],
+                group_id=common["group_id"], expires_at=row["expires_at"],
+            )
+            for row, (execution_id, try_id) in zip(rows, ids, strict=True)
+        ])
     if isinstance(sink, outbox.InlineOutbox):
         for execution in executions:
             execution.refresh_from_db(fields=["status", "finished_at"])
+    return executions if returning else []
+
+
+def _insert_first_tries(
+    rows: list[dict[str, Any]], common: dict[str, Any], now: datetime
+) -> list[tuple[int, int]]:
+    """Write an execution per row (its varying fields, plus ``common``) and a first try for
+    each; return ``(execution id, try id)`` pairs in order. On PostgreSQL one statement per
+    5,000 rows (``insert_many_linked``), elsewhere two ``bulk_create`` per ``BULK_BATCH``."""
+    first_try = {"number": 1, "enqueued_at": now, "not_before": now}
+    pairs = insert_many_linked(
+        TaskExecution, rows, common, "uuid", TaskExecutionTry, "execution", first_try
+    )
+    if pairs is not None:
+        return pairs
+    executions = TaskExecution.objects.bulk_create(
+        [TaskExecution(**row, **common) for row in rows], batch_size=BULK_BATCH
+    )
+    tries = TaskExecutionTry.objects.bulk_create(
+        [TaskExecutionTry(execution=e, **first_try) for e in executions], batch_size=BULK_BATCH
+    )
+    return [(e.pk, t.pk) for e, t in zip(executions, tries, strict=True)]
+
+
+def _loaded(
+    rows: list[dict[str, Any]], common: dict[str, Any], ids: list[int]
+) -> list[TaskExecution]:
+    """Model instances of executions just written, as if loaded (defaults computed once)."""
+    using = router.db_for_write(TaskExecution)
+    fields = TaskExecution._meta.concrete_fields
+    names = [field.attname for field in fields]
+    blank = {**{field.attname: field.get_default() for field in fields}, **common}
+    executions = []
+    for row, execution_id in zip(rows, ids, strict=True):
+        values = {**blank, **row, "id": execution_id}
+        executions.append(TaskExecution.from_db(using, names, [values[n] for n in names]))
     return executions
 
 
@@ -431,7 +481,7 @@ def republish(tries: QuerySet[TaskExecutionTry], now: datetime) -> list[TaskMess
         marked = update_returning(tries, ["id", "execution_id", "number"], republished_at=now)
         executions = TaskExecution.objects.in_bulk([execution_id for _, execution_id, _ in marked])
         messages = [
-            message_for(executions[execution_id], TaskExecutionTry(pk=pk, number=number))
+            _message(executions[execution_id], pk, number)
             for pk, execution_id, number in marked
         ]
         outbox.send(messages)

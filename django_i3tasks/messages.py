@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -20,7 +22,8 @@ from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any
 
-from django.core import signing
+from django.conf import settings
+from django.utils.encoding import force_bytes
 
 from .exceptions import ArgumentsNotSerializable, InvalidMessage, PayloadTooLarge
 
@@ -216,24 +219,47 @@ class TaskMessage:
         )
 
 
-def _signer() -> signing.Signer:
-    return signing.Signer(salt=_SIGNING_SALT, algorithm="sha256")
+#: HMAC states keyed as ``django.core.signing.Signer(salt=_SIGNING_SALT, algorithm="sha256")``
+#: keys them, for ``SECRET_KEY`` and then each of ``SECRET_KEY_FALLBACKS``; derived again
+#: when those settings change. Copying a keyed state per message is what makes signing
+#: 10,000 messages (a beat minute, a fan-out) cheap; the signatures are Signer's, byte for
+#: byte, so messages signed by earlier versions still verify.
+_macs: tuple[tuple[Any, ...], list[Any]] = ((), [])
+
+
+def _keyed() -> list[Any]:
+    global _macs
+    secrets = (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+    cached = _macs
+    if cached[0] != secrets:
+        salt = (_SIGNING_SALT + "signer").encode()
+        cached = (secrets, [
+            hmac.new(hashlib.sha256(salt + force_bytes(secret)).digest(), digestmod=hashlib.sha256)
+            for secret in secrets
+        ])
+        _macs = cached
+    return cached[1]
+
+
+def _signature(keyed: Any, data: bytes) -> bytes:
+    mac = keyed.copy()
+    mac.update(data)
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
 
 
 def sign(data: bytes) -> str:
-    return _signer().signature(data.decode())
+    return _signature(_keyed()[0], data).decode()
 
 
 def verify(data: bytes, signature: str) -> bool:
+    """Whether ``signature`` is the signature of ``data`` under the secret key or one of its
+    fallbacks (a key rotation keeps the messages in flight valid)."""
     try:
-        text = data.decode()
+        data.decode()
     except UnicodeDecodeError:
         return False
-    try:
-        _signer().unsign(f"{text}{_signer().sep}{signature}")
-    except signing.BadSignature:
-        return False
-    return True
+    given = signature.encode(errors="replace")
+    return any(hmac.compare_digest(_signature(keyed, data), given) for keyed in _keyed())
 
 
 @dataclass(frozen=True)

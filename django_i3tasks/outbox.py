@@ -39,6 +39,7 @@ from . import transport
 from .conf import get_queue, get_settings
 from .exceptions import InlineRunnerMissing
 from .messages import TaskMessage
+from .types import AnyQueue
 
 logger = logging.getLogger(__name__)
 
@@ -113,20 +114,32 @@ class PubSubOutbox(Outbox):
         """Publish now (not waiting); failures are logged and counted, never raised."""
         timeout = float(get_settings().publish_timeout_seconds)
         delivery = getattr(_local, "delivery", None)
+        queues: dict[str, AnyQueue] = {}
+        ready: list[tuple[TaskMessage, tuple[AnyQueue, bytes, dict[str, str]]]] = []
         for message in messages:
             try:
+                queue = queues.get(message.queue_name)
+                if queue is None:
+                    queue = queues[message.queue_name] = get_queue(message.queue_name)
                 data, attributes = message.encode()
-                future = transport.publish(
-                    get_queue(message.queue_name), data, attributes, timeout
-                )
             except Exception as exc:  # noqa: BLE001 - the rows are committed; recovery follows
                 _publish_failed(message, exc)
                 continue
-            with _in_flight_lock:
-                _in_flight.add(future)
-            future.add_done_callback(functools.partial(_published, message=message))
-            if delivery is not None:
-                delivery.futures.append(future)
+            ready.append((message, (queue, data, attributes)))
+        if not ready:
+            return
+        sent = [message for message, _ in ready]
+        try:
+            handover = transport.publish_many([item for _, item in ready], timeout)
+        except Exception as exc:  # noqa: BLE001 - as above
+            for message in sent:
+                _publish_failed(message, exc)
+            return
+        with _in_flight_lock:
+            _in_flight[handover] = len(sent)
+        handover.add_done_callback(functools.partial(_published, messages=sent))
+        if delivery is not None:
+            delivery.add(handover, len(sent))
 
 
 class InlineOutbox(Outbox):
@@ -198,8 +211,9 @@ def send(messages: Sequence[TaskMessage]) -> None:
 
 
 _local = threading.local()
-#: Publishes not confirmed yet, process-wide (for the wait at exit).
-_in_flight: set[futures.Future] = set()
+#: Handovers to the transport not settled yet, with their message counts, process-wide (for
+#: the wait at exit).
+_in_flight: dict[futures.Future, int] = {}
 _in_flight_lock = threading.Lock()
 
 
@@ -245,41 +259,60 @@ def _publish_failed(message: TaskMessage, exc: BaseException) -> None:
     )
 
 
-def _published(future: futures.Future, message: TaskMessage) -> None:
+def _outcomes(handover: futures.Future, count: int) -> list[Any]:
+    """Per message of a settled handover: its Pub/Sub id or the exception that failed it."""
+    if handover.cancelled():
+        return [futures.CancelledError("publish cancelled")] * count
+    exc = handover.exception()
+    return [exc] * count if exc is not None else handover.result()
+
+
+def _published(handover: futures.Future, messages: list[TaskMessage]) -> None:
     with _in_flight_lock:
-        _in_flight.discard(future)
-    if future.cancelled():
-        _publish_failed(message, futures.CancelledError("publish cancelled"))
-        return
-    exc = future.exception()
-    if exc is not None:
-        _publish_failed(message, exc)
+        _in_flight.pop(handover, None)
+    for message, outcome in zip(messages, _outcomes(handover, len(messages)), strict=True):
+        if isinstance(outcome, BaseException):
+            _publish_failed(message, outcome)
 
 
 @dataclass
 class Delivery:
     """The publishes made inside one ``delivering()`` block."""
 
-    futures: list[futures.Future] = field(default_factory=list)
+    #: The handovers to the transport (one future each) and how many messages each carried.
+    handovers: dict[futures.Future, int] = field(default_factory=dict)
     #: Publishes that failed or were not confirmed in time (set when the block ends).
     failed: int = 0
 
+    def add(self, handover: futures.Future, count: int) -> None:
+        self.handovers[handover] = count
+
+    @property
+    def messages(self) -> int:
+        """Messages handed over inside the block."""
+        return sum(self.handovers.values())
+
     @property
     def published(self) -> int:
-        return len(self.futures) - self.failed
+        return self.messages - self.failed
 
     def wait(self, timeout: float) -> int:
         """Wait for the publishes; how many failed or were not confirmed within ``timeout``."""
-        if not self.futures:
+        if not self.handovers:
             return 0
-        done, not_done = futures.wait(self.futures, timeout=timeout)
-        failed = [f for f in done if f.cancelled() or f.exception() is not None]
-        if not_done:
+        done, not_done = futures.wait(list(self.handovers), timeout=timeout)
+        failed = sum(
+            isinstance(outcome, BaseException)
+            for handover in done
+            for outcome in _outcomes(handover, self.handovers[handover])
+        )
+        unconfirmed = sum(self.handovers[handover] for handover in not_done)
+        if unconfirmed:
             logger.error(
                 "%d task message(s) were not confirmed by Pub/Sub within %.0f s; %s",
-                len(not_done), timeout, _recovery_hint("them"),
+                unconfirmed, timeout, _recovery_hint("them"),
             )
-        self.failed = len(failed) + len(not_done)
+        self.failed = failed + unconfirmed
         return self.failed
 
 
@@ -299,7 +332,7 @@ def delivering(timeout: float | None = None) -> Iterator[Delivery]:
     finally:
         _local.delivery = outer
     if outer is not None:
-        outer.futures.extend(delivery.futures)
+        outer.handovers.update(delivery.handovers)
         return
     if timeout is None:
         timeout = float(get_settings().publish_timeout_seconds) + 5.0
@@ -316,14 +349,14 @@ def _wait_at_exit() -> None:
     so a short script that called ``.delay()`` says so when its messages did not leave."""
     transport.flush()
     with _in_flight_lock:
-        pending = list(_in_flight)
+        pending = dict(_in_flight)
     if not pending:
         return
     try:
         timeout = float(get_settings().publish_timeout_seconds) + 1.0
     except Exception:  # noqa: BLE001 - settings may be gone at exit
         timeout = 31.0
-    Delivery(futures=pending).wait(timeout)  # logs what stays unconfirmed
+    Delivery(handovers=pending).wait(timeout)  # logs what stays unconfirmed
 
 
 atexit.register(_wait_at_exit)

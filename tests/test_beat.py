@@ -164,14 +164,14 @@ def test_eta_must_be_aware_and_exclusive_with_countdown():
 
 @pytest.mark.django_db(transaction=True)
 def test_lost_publish_runs_once_after_the_recovery_window(push_queue, monkeypatch, i3settings):
-    real_publish = transport.publish
+    real_publish = transport.publish_many
 
-    def lost(queue, data, attributes, timeout):
+    def lost(messages, timeout):
         raise ConnectionError("simulated publish failure after commit")
 
-    monkeypatch.setattr(transport, "publish", lost)
+    monkeypatch.setattr(transport, "publish_many", lost)
     handle = tick.delay("lost")
-    monkeypatch.setattr(transport, "publish", real_publish)
+    monkeypatch.setattr(transport, "publish_many", real_publish)
     window = 600
     i3settings(recovery_after_seconds=window)
     assert run_beat(now=timezone.now() + timedelta(seconds=window - 30)).republished == 0

@@ -140,3 +140,37 @@ def test_numbers_no_row_can_hold_are_refused(field, value):
 def test_largest_numbers_are_accepted(field, value):
     data, attributes = make_message(**{field: value}).encode()
     assert getattr(TaskMessage.decode(data, attributes), field) == value
+
+
+def test_signatures_are_those_of_djangos_signer():
+    """Messages signed by earlier versions (``django.core.signing.Signer``) still verify, and
+    the other way round: the cached keyed HMAC changes the cost, not the bytes."""
+    from django.core import signing
+
+    signer = signing.Signer(salt="django_i3tasks.messages", algorithm="sha256")
+    data, attributes = make_message(kwargs={"ü": "ß"}).encode()
+    assert attributes[SIGNATURE_ATTRIBUTE] == signer.signature(data.decode())
+    assert TaskMessage.decode(data, {**attributes, SIGNATURE_ATTRIBUTE: signer.signature(
+        data.decode())}) == TaskMessage.decode(data, attributes)
+
+
+def test_rotated_secret_key_still_verifies_messages_in_flight(settings):
+    message = make_message()
+    data, attributes = message.encode()
+    old_key = settings.SECRET_KEY
+    settings.SECRET_KEY = "a-new-secret-key-" + "x" * 40
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    assert TaskMessage.decode(data, attributes) == message
+    assert sign(data) != attributes[SIGNATURE_ATTRIBUTE]  # new messages use the new key
+    settings.SECRET_KEY_FALLBACKS = []
+    with pytest.raises(InvalidMessage) as info:
+        TaskMessage.decode(data, attributes)
+    assert info.value.code == "bad_signature"
+
+
+@pytest.mark.parametrize("signature", ["é" * 43, "x", "a:b"])
+def test_odd_signatures_are_refused_not_raised(signature):
+    data, _ = make_message().encode()
+    with pytest.raises(InvalidMessage) as info:
+        TaskMessage.decode(data, {SIGNATURE_ATTRIBUTE: signature})
+    assert info.value.code == "bad_signature"

@@ -103,16 +103,17 @@ def test_a_delivery_returns_only_after_its_follow_up_messages_left(pull_queue, m
     from django_i3tasks.lifecycle import message_for
 
     published = []
-    real_publish = transport.publish
+    real_publish = transport.publish_many
 
     def spy(*args, **kwargs):
-        future = real_publish(*args, **kwargs)
-        published.append(future)
-        return future
+        handover = real_publish(*args, **kwargs)
+        published.append(handover)
+        return handover
 
     handle = tasks.fails_once.delay("follow-up")
     execution = TaskExecution.objects.get(pk=handle.id)
-    monkeypatch.setattr(transport, "publish", spy)
+    monkeypatch.setattr(transport, "publish_many", spy)
     outcome = run_message(message_for(execution, execution.tries.get()))
     assert outcome.status == OutcomeStatus.RETRY
-    assert len(published) == 1 and published[0].done() and published[0].exception() is None
+    assert len(published) == 1 and published[0].done()
+    assert len(published[0].result()) == 1 and isinstance(published[0].result()[0], str)

@@ -56,7 +56,7 @@ def test_recording_publishes_nothing_and_keeps_rows_like_production(monkeypatch)
     def fail(*args, **kwargs):
         raise AssertionError("nothing may be published while recording")
 
-    monkeypatch.setattr(transport, "publish", fail)
+    monkeypatch.setattr(transport, "publish_many", fail)
     with recording() as tasks:
         handle = link.delay("a")
     execution = TaskExecution.objects.get(pk=handle.id)
