@@ -623,21 +623,19 @@ def claim(message: TaskMessage) -> uuid.UUID | Outcome:
     """
     now = timezone.now()
     token = uuid.uuid4()
-    claimed = (
-        TaskExecutionTry.objects.filter(
-            Q(status=TryStatus.QUEUED, not_before__lte=now)
-            | Q(status=TryStatus.RUNNING, lease_expires_at__lt=now),
-            pk=message.try_id,
-            execution_id=message.execution_id,
-            number=message.try_number,
-        ).update(
-            status=TryStatus.RUNNING,
-            started_at=now,
-            lease_expires_at=now + timedelta(seconds=get_settings().lease_seconds),
-            claim_token=token,
-            claims=F("claims") + 1,
-        )
-    )
+    using = router.db_for_write(TaskExecutionTry)
+    connection = connections[using]
+    moment, token_field = _CLAIM_FIELDS
+    at = moment.get_db_prep_value(now, connection)
+    lease = moment.get_db_prep_value(
+        now + timedelta(seconds=get_settings().lease_seconds), connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(connection), [
+            _RUNNING, at, lease, token_field.get_db_prep_value(token, connection),
+            message.try_id, message.execution_id, message.try_number,
+            _QUEUED, at, _RUNNING, at,
+        ])
+        claimed = cursor.rowcount
     if not claimed:
         return _unclaimed(message, now)
     if signals.task_started.has_listeners():
@@ -645,6 +643,36 @@ def claim(message: TaskMessage) -> uuid.UUID | Outcome:
             sender=registry.get(message.task_name), **_event(message),
         )
     return token
+
+
+_QUEUED = cast(str, TryStatus.QUEUED)
+_RUNNING = cast(str, TryStatus.RUNNING)
+_CLAIM_FIELDS: tuple[Any, Any] = (TaskExecutionTry._meta.get_field("started_at"),
+                                   TaskExecutionTry._meta.get_field("claim_token"))
+_claim_statements: dict[str, str] = {}
+
+
+def _claim_sql(connection: Any) -> str:
+    """The claim's conditional ``UPDATE``, written once per database: built by the ORM it
+    cost a fifth of a push's Python time (a ``Q`` tree compiled on every delivery)."""
+    sql = _claim_statements.get(connection.alias)
+    if sql is None:
+        quote = connection.ops.quote_name
+        fields: Any = TaskExecutionTry._meta
+        column = {name: quote(fields.get_field(name).column) for name in (
+            "status", "started_at", "lease_expires_at", "claim_token", "claims", "id",
+            "execution", "number", "not_before")}
+        sql = (
+            f"UPDATE {quote(TaskExecutionTry._meta.db_table)} SET {column['status']} = %s, "
+            f"{column['started_at']} = %s, {column['lease_expires_at']} = %s, "
+            f"{column['claim_token']} = %s, {column['claims']} = {column['claims']} + 1 "
+            f"WHERE {column['id']} = %s AND {column['execution']} = %s "
+            f"AND {column['number']} = %s AND (({column['status']} = %s "
+            f"AND {column['not_before']} <= %s) OR ({column['status']} = %s "
+            f"AND {column['lease_expires_at']} < %s))"
+        )
+        _claim_statements[connection.alias] = sql
+    return sql
 
 
 def _event(message: TaskMessage) -> dict[str, Any]:
