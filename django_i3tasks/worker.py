@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, connections
 
 from . import transport
 from .conf import get_queue, get_settings, pubsub_config
@@ -64,11 +64,34 @@ ERROR_REDELIVERY_SECONDS = 10
 #: Messages leased per task thread (flow control): the extra one waits in the pool's queue
 #: while the previous message's ack is on its way, so a thread never idles on an ack.
 LEASED_PER_THREAD = 2
+#: While messages keep coming, a thread's database connection is not health-checked
+#: (``CONN_HEALTH_CHECKS``) before each one: that query was one of a no-op's five round trips.
+#: After this many idle seconds it is checked again. A connection that breaks mid-flow fails
+#: one message, which is redelivered, and is then closed like any connection with errors.
+HEALTH_CHECK_IDLE_SECONDS = 1.0
 #: Pub/Sub's bounds for an ack deadline.
 _DEADLINE_BOUNDS = (1, 600)
 #: ``max_tasks`` and ``max_lifetime`` are lowered by up to this fraction, at random, so the
 #: workers of a fleet started together do not all recycle at the same moment.
 JITTER = 0.1
+
+
+_recent = threading.local()
+
+
+def _tidy_connections() -> None:
+    """``close_old_connections()`` for this thread (closes connections that errored or reached
+    ``CONN_MAX_AGE``), keeping the health check of a connection it used within
+    ``HEALTH_CHECK_IDLE_SECONDS``."""
+    now = time.monotonic()
+    fresh = now - getattr(_recent, "used", -math.inf) < HEALTH_CHECK_IDLE_SECONDS
+    _recent.used = now
+    conn: Any  # django-stubs does not know health_check_done (Django >= 4.1)
+    for conn in connections.all(initialized_only=True):
+        checked = conn.health_check_done
+        conn.close_if_unusable_or_obsolete()
+        if fresh and checked and conn.connection is not None and not conn.errors_occurred:
+            conn.health_check_done = True
 
 
 class Output(Protocol):
@@ -227,7 +250,7 @@ class Worker:
         finally:
             with self._running_lock:
                 self._running.pop(message.ack_id, None)
-            close_old_connections()
+            _tidy_connections()
             self.stats.leave()
 
     def _handle(self, message: Any) -> None:
@@ -247,7 +270,7 @@ class Worker:
         running = _Running(message, task_message.try_id)
         with self._running_lock:
             self._running[message.ack_id] = running
-        close_old_connections()
+        _tidy_connections()
         try:
             outcome = run_message(task_message, on_claim=running.claimed)
         except DatabaseError:

@@ -507,3 +507,38 @@ def test_status_line_rate_is_since_the_previous_line(monkeypatch):
     assert "processed=20 " in first and "rate=2.0/s average=2.0/s" in first
     assert "processed=40 " in second and "rate=4.0/s average=2.7/s" in second
     assert "duplicates=7 " in second
+
+
+# --- connection upkeep between messages -----------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_connection_is_health_checked_after_idle_time_not_before_every_message(monkeypatch):
+    """``CONN_HEALTH_CHECKS`` costs a query; while messages flow it is not repeated before each
+    one, after an idle second it is, and a connection with errors is checked (and closed if
+    broken) at once."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_HEALTH_CHECKS", True)
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 600)
+    checks = []
+    real = connection.is_usable
+    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(1) or real())
+
+    def message() -> None:  # what a message does to the connection, between the tidy-ups
+        worker._tidy_connections()
+        TaskExecution.objects.exists()
+        worker._tidy_connections()
+
+    connection.close()
+    connection.ensure_connection()  # connects with the settings above
+    monkeypatch.delattr(worker._recent, "used", raising=False)
+    message()
+    assert len(checks) == 1  # the first message of a thread: checked
+    message()
+    message()
+    assert len(checks) == 1  # messages in a row: not again
+    worker._recent.used = time.monotonic() - worker.HEALTH_CHECK_IDLE_SECONDS - 0.1
+    message()
+    assert len(checks) == 2  # after an idle second: checked again
+    connection.errors_occurred = True
+    message()
+    assert len(checks) == 3 and not connection.errors_occurred
