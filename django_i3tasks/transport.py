@@ -63,11 +63,8 @@ def publisher_client() -> Any:
             if _publisher is not None and _publisher_key and _publisher_key[0] == os.getpid():
                 _stop(_publisher)
             _publisher = pubsub_v1.PublisherClient(
-                # Up to Pub/Sub's 1,000 messages per request: a burst (a beat minute, a
-                # fan-out) costs a tenth of the requests and commit threads of the client's
-                # default 100; a lone message still leaves after max_latency.
                 batch_settings=pubsub_v1.types.BatchSettings(
-                    max_messages=1000, max_bytes=5 * 1024 * 1024, max_latency=0.01
+                    max_messages=100, max_bytes=5 * 1024 * 1024, max_latency=0.01
                 ),
                 **_client_kwargs(config, PublisherGrpcTransport),
             )
@@ -137,14 +134,18 @@ def publish_many(
     return handover.future
 
 
+_UNSETTLED = object()
+
+
 class _Handover:
-    """The outcomes of one ``publish_many`` call, gathered as requests answer."""
+    """The outcomes of one ``publish_many`` call, gathered as requests answer. A message's
+    first outcome counts (a message is never settled twice, even after a sender error)."""
 
     __slots__ = ("future", "outcomes", "remaining", "lock")
 
     def __init__(self, count: int) -> None:
         self.future: futures.Future = futures.Future()
-        self.outcomes: list[Any] = [None] * count
+        self.outcomes: list[Any] = [_UNSETTLED] * count
         self.remaining = count
         self.lock = threading.Lock()
         if not count:
@@ -153,9 +154,12 @@ class _Handover:
     def settle(self, outcomes: list[tuple[int, Any]]) -> None:
         with self.lock:
             for index, outcome in outcomes:
-                self.outcomes[index] = outcome
-            self.remaining -= len(outcomes)
+                if self.outcomes[index] is _UNSETTLED:
+                    self.outcomes[index] = outcome
+                    self.remaining -= 1
             done = self.remaining == 0
+            if done:
+                self.remaining = -1  # resolved: later calls find nothing left to settle
         if done:
             self.future.set_result(self.outcomes)
 
@@ -169,7 +173,8 @@ MAX_IN_FLIGHT = 4
 
 
 class _Sender:
-    """The thread that sends queued messages, in order, in requests of up to 1,000.
+    """The thread that sends queued messages in requests of up to 1,000, in the order they
+    were queued (Pub/Sub itself does not keep an order without ordering keys).
 
     It builds the request protobufs itself and calls the client's plain ``Publish`` method (the
     library's own batching creates a proto-plus object, a future and, per batch, a timer
@@ -210,15 +215,19 @@ class _Sender:
                 except queue.Empty:
                     break
             pending: list[Any] = []
-            for item in items:
-                if isinstance(item, threading.Event):
-                    self._send(pending)
-                    pending = []
-                    self._settle()
-                    item.set()
-                else:
-                    pending.append(item)
-            self._send(pending)
+            try:
+                for item in items:
+                    if isinstance(item, threading.Event):
+                        self._send(pending)
+                        pending = []
+                        self._settle()
+                        item.set()
+                    else:
+                        pending.append(item)
+                self._send(pending)
+            except BaseException as exc:  # noqa: BLE001 - the thread must keep serving
+                logger.exception("i3tasks publisher: could not send %d message(s)", len(pending))
+                _settle(pending, [exc] * len(pending))
 
     def _send(self, items: list[Any]) -> None:
         """Hand ``items`` to the request threads: one request per topic and size limit."""
