@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from typing import Any
@@ -167,6 +168,10 @@ class _Handover:
 #: Pub/Sub's limits per publish request are 1,000 messages and 10 MB; the sender stays under.
 MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 9 * 1024 * 1024
+#: How long the sender waits for more messages after the first of a request: a loop of
+#: ``.delay()`` calls then shares requests instead of paying one (and the threads' CPU it
+#: takes from the caller) per call. The client library's own batching waited 10 ms.
+LINGER_SECONDS = 0.005
 #: Publish requests in flight at once per process. While they are busy, messages wait in the
 #: queue and leave together in the next request: batching that costs a lone message nothing.
 MAX_IN_FLIGHT = 4
@@ -209,9 +214,10 @@ class _Sender:
     def _run(self) -> None:
         while True:
             items = [self.queue.get()]
-            while len(items) < MAX_BATCH_MESSAGES:
+            deadline = time.monotonic() + LINGER_SECONDS
+            while len(items) < MAX_BATCH_MESSAGES and not isinstance(items[-1], threading.Event):
                 try:
-                    items.append(self.queue.get_nowait())
+                    items.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             pending: list[Any] = []
@@ -220,7 +226,7 @@ class _Sender:
                     if isinstance(item, threading.Event):
                         self._send(pending)
                         pending = []
-                        self._settle()
+                        self._wait_idle()
                         item.set()
                     else:
                         pending.append(item)
@@ -256,7 +262,7 @@ class _Sender:
         while True:
             self._request(*self.requests.get())
 
-    def _settle(self) -> None:
+    def _wait_idle(self) -> None:
         """Wait until no request is in flight."""
         for _ in range(MAX_IN_FLIGHT):
             self.slots.acquire()
