@@ -1,9 +1,11 @@
 """Pub/Sub clients: one publisher per process, and the subscriber/admin clients.
 
-The publisher batches (10 ms or 100 messages) and publishing never blocks the caller (a
-sender thread per process hands messages to the client); what
-happens to a publish afterwards (waiting, logging a failure) is the outbox's business. The
-client is rebuilt after ``fork()`` (gunicorn ``--preload``): gRPC channels do not survive it.
+Publishing never blocks the caller: ``publish_many`` queues the messages, and a sender thread
+per process sends them in ``Publish`` requests of up to 1,000 (waiting up to 5 ms for
+companions, at most 4 requests in flight), then settles the caller's one future per handover
+with each message's id or error. What happens to a publish afterwards (waiting, logging a
+failure) is the outbox's business. The client is rebuilt after ``fork()`` (gunicorn
+``--preload``): gRPC channels do not survive it, and the sender's threads neither.
 """
 
 from __future__ import annotations
