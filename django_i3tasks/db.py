@@ -267,9 +267,10 @@ def insert_many_linked(
                 value = given[field.name if field.name in given else field.attname]
             else:
                 value = field.get_default()
-            columns.append(quote(field.column))
-            expressions.append(f"CAST(%s AS {_cast_type(field, connection)})")
-            params.append(field.get_db_prep_save(value, connection))
+            column, expression, param = prepared(meta.model, field.name, value, using)
+            columns.append(column)
+            expressions.append(expression)
+            params.append(param)
         return columns, expressions, params
 
     p_cols, p_exprs, p_params = constants(p_meta, common, {f.name for f in varying})
@@ -321,7 +322,7 @@ def prepared(model: Any, name: str, value: Any, using: str) -> tuple[str, str, A
     field = model._meta.get_field(name)
     return (
         connection.ops.quote_name(field.column),
-        f"CAST(%s AS {field.db_type(connection)})",
+        f"CAST(%s AS {_cast_type(field, connection)})",
         field.get_db_prep_save(value, connection),
     )
 
