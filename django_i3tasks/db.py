@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, cast
 
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
 
@@ -134,20 +135,109 @@ def insert_new(
 _INSERT_CHUNK = 1000
 
 
-def _insert_values(obj: Any, connection: Any, skip: str | None = None) -> tuple[list, list]:
-    """(quoted columns, prepared values) of a new row, as the ORM's INSERT would send them
-    (Python defaults and ``pre_save`` applied); the auto primary key and ``skip`` left out."""
-    meta = obj._meta
-    columns, values = [], []
-    for field in meta.concrete_fields:
-        if field.primary_key and field.get_internal_type() in _AUTO or field.name == skip:
-            continue
-        columns.append(connection.ops.quote_name(field.column))
-        values.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
-    return columns, values
+def _insert_fields(model: Any, skip: str | None = None) -> list[tuple[Any, tuple[type, ...]]]:
+    """The fields a new row of ``model`` writes, as the ORM's INSERT would (every concrete
+    field but the auto primary key and ``skip``), each with the Python types whose values
+    it sends to PostgreSQL unchanged (``_UNCHANGED``)."""
+    return [
+        (field, _UNCHANGED.get(type(field), ()))
+        for field in model._meta.concrete_fields
+        if not (field.primary_key and field.get_internal_type() in _AUTO) and field.name != skip
+    ]
 
 
 _AUTO = ("AutoField", "BigAutoField", "SmallAutoField")
+
+#: Stock field classes (exact classes: a subclass may prepare differently) and the value
+#: types their ``get_db_prep_save`` returns as they are on PostgreSQL (``None`` too, and
+#: datetimes only when aware). Preparing forty values per ``.delay()`` the general way cost
+#: more than the database round trip; JSON and every other field still go through Django.
+_UNCHANGED: dict[type, tuple[type, ...]] = {
+    models.CharField: (str,),
+    models.TextField: (str,),
+    models.IntegerField: (int,),
+    models.SmallIntegerField: (int,),
+    models.BigIntegerField: (int,),
+    models.PositiveIntegerField: (int,),
+    models.PositiveSmallIntegerField: (int,),
+    models.BooleanField: (bool,),
+    models.UUIDField: (uuid.UUID,),
+    models.DateTimeField: (datetime,),
+    models.ForeignKey: (int,),
+}
+
+
+def _insert_params(obj: Any, fields: list[tuple[Any, tuple[type, ...]]],
+                   connection: Any) -> list[Any]:
+    """The values of ``fields`` of a new row for PostgreSQL, prepared as the ORM's INSERT
+    prepares them (Python defaults and ``pre_save`` applied); values that preparing would
+    return unchanged are not prepared."""
+    params = []
+    for field, unchanged in fields:
+        value = field.pre_save(obj, True)
+        kind = type(value)
+        if not (value is None or (kind in unchanged and (
+                kind is not datetime or value.tzinfo is not None))):
+            value = field.get_db_prep_save(value, connection)
+        params.append(value)
+    return params
+
+
+def _linked_statement(parent_model: Any, child_model: Any, link: str,
+                      connection: Any) -> tuple[str, list[Any], list[Any]]:
+    """(statement, parent fields, child fields) of ``insert_linked``, built once per models
+    and database vendor: quoting forty names per call cost more than the database did."""
+    key = (parent_model, child_model, link, connection.vendor)
+    known = _LINKED_STATEMENTS.get(key)
+    if known is not None:
+        return known
+    quote = connection.ops.quote_name
+    p_meta, c_meta = parent_model._meta, child_model._meta
+    p_fields = _insert_fields(parent_model)
+    c_fields = _insert_fields(child_model, skip=link)
+    fk = c_meta.get_field(link)
+    sql = (
+        f"WITH p AS (INSERT INTO {quote(p_meta.db_table)} "
+        f"({', '.join(quote(f.column) for f, _ in p_fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(p_fields))}) RETURNING {quote(p_meta.pk.column)}) "
+        f"INSERT INTO {quote(c_meta.db_table)} "
+        f"({quote(fk.column)}, {', '.join(quote(f.column) for f, _ in c_fields)}) "
+        f"VALUES ((SELECT {quote(p_meta.pk.column)} FROM p), "
+        f"{', '.join(['%s'] * len(c_fields))}) "
+        f"RETURNING {quote(fk.column)}, {quote(c_meta.pk.column)}"
+    )
+    known = _LINKED_STATEMENTS[key] = (sql, p_fields, c_fields)
+    return known
+
+
+_LINKED_STATEMENTS: dict[tuple[Any, ...], tuple[str, list[Any], list[Any]]] = {}
+
+
+@contextmanager
+def bound_cursor(connection: Any) -> Iterator[Any]:
+    """A cursor whose parameters travel beside the statement (psycopg 3's server-side
+    binding), wrapped as Django wraps its own (execute wrappers, query logging).
+
+    Django's default psycopg 3 cursor quotes every parameter into the statement's text in
+    Python (a seventh of a ``.delay()``). Nothing is prepared (``prepare_threshold`` stays
+    Django's ``None``), so transaction-mode connection poolers keep working. With psycopg 2
+    or another database this is ``connection.cursor()``.
+    """
+    factory = None
+    if connection.vendor == "postgresql":
+        from django.db.backends.postgresql import base as postgresql
+
+        factory = getattr(postgresql, "ServerBindingCursor", None)  # psycopg 3 only
+    if factory is None:
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        raw = factory(connection.connection)
+    with connection._prepare_cursor(raw) as cursor:
+        yield cursor
 
 
 def insert_linked(parent: Any, child: Any, link: str, using: str | None = None) -> bool:
@@ -163,22 +253,13 @@ def insert_linked(parent: Any, child: Any, link: str, using: str | None = None) 
     connection = connections[using]
     if connection.vendor != "postgresql":
         return False
-    quote = connection.ops.quote_name
-    p_cols, p_vals = _insert_values(parent, connection)
-    c_cols, c_vals = _insert_values(child, connection, skip=link)
-    p_meta, c_meta = parent._meta, child._meta
-    fk = c_meta.get_field(link)
-    sql = (
-        f"WITH p AS (INSERT INTO {quote(p_meta.db_table)} ({', '.join(p_cols)}) "
-        f"VALUES ({', '.join(['%s'] * len(p_vals))}) RETURNING {quote(p_meta.pk.column)}) "
-        f"INSERT INTO {quote(c_meta.db_table)} ({quote(fk.column)}, {', '.join(c_cols)}) "
-        f"VALUES ((SELECT {quote(p_meta.pk.column)} FROM p), "
-        f"{', '.join(['%s'] * len(c_vals))}) "
-        f"RETURNING {quote(fk.column)}, {quote(c_meta.pk.column)}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*p_vals, *c_vals])
+    sql, p_fields, c_fields = _linked_statement(type(parent), type(child), link, connection)
+    params = _insert_params(parent, p_fields, connection)
+    params += _insert_params(child, c_fields, connection)
+    with bound_cursor(connection) as cursor:
+        cursor.execute(sql, params)
         parent_pk, child_pk = cursor.fetchone()
+    fk = child._meta.get_field(link)
     parent.pk = parent_pk
     setattr(child, fk.attname, parent_pk)
     setattr(child, link, parent)
@@ -329,6 +410,6 @@ def prepared(model: Any, name: str, value: Any, using: str) -> tuple[str, str, A
 
 def fetch_one(sql: str, params: list[Any], using: str) -> tuple:
     """Run one hand-written statement and return its single row."""
-    with connections[using].cursor() as cursor:
+    with bound_cursor(connections[using]) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()

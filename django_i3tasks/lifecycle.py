@@ -45,7 +45,14 @@ from django.utils import timezone
 
 from . import outbox, signals
 from .conf import get_queue, get_settings
-from .db import fetch_one, insert_linked, insert_many_linked, prepared, update_returning
+from .db import (
+    bound_cursor,
+    fetch_one,
+    insert_linked,
+    insert_many_linked,
+    prepared,
+    update_returning,
+)
 from .exceptions import InvalidTaskOption, TaskCancelled, TaskUsageError
 from .messages import TaskMessage, check_payload, to_json_value
 from .models import (
@@ -629,7 +636,7 @@ def claim(message: TaskMessage) -> uuid.UUID | Outcome:
     at = moment.get_db_prep_value(now, connection)
     lease = moment.get_db_prep_value(
         now + timedelta(seconds=get_settings().lease_seconds), connection)
-    with connection.cursor() as cursor:
+    with bound_cursor(connection) as cursor:
         cursor.execute(_claim_sql(connection), [
             _RUNNING, at, lease, token_field.get_db_prep_value(token, connection),
             message.try_id, message.execution_id, message.try_number,
