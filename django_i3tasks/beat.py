@@ -31,7 +31,7 @@ from django.utils.dateparse import parse_datetime
 
 from . import lifecycle, outbox
 from .conf import get_settings
-from .db import insert_new, json_rows, without_jit
+from .db import count_new, insert_new, json_rows, without_jit
 from .models import (
     ExecutionStatus,
     ScheduleSlot,
@@ -306,6 +306,26 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
     _advance(moves)
 
 
+def _won(rows: list[dict[str, Any]], written: int) -> set[str]:
+    """The schedule keys of the slot ``rows`` this call inserted, ``written`` of them: all in
+    the usual minute; else those whose stored slot carries this call's execution uuid
+    (another beat call inserted the others first)."""
+    if written == len(rows):
+        return {row["schedule_key"] for row in rows}
+    won: set[str] = set()
+    for start in range(0, len(rows), WON_CHUNK):
+        chunk = rows[start:start + WON_CHUNK]
+        won.update(ScheduleSlot.objects.filter(
+            schedule_key__in=[row["schedule_key"] for row in chunk],
+            execution_uuid__in=[row["execution_uuid"] for row in chunk],
+        ).values_list("schedule_key", flat=True))
+    return won
+
+
+#: Slot rows looked up per query when another beat call won some of them.
+WON_CHUNK = 1000
+
+
 def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> None:
     """Insert the due slots' rows; enqueue the tasks of the slots this call inserted.
 
@@ -319,8 +339,7 @@ def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> Non
         for key, slot, _, execution_uuid in slots
     ]
     with transaction.atomic():
-        won = {key for (key,) in insert_new(ScheduleSlot, rows, ["schedule_key", "slot"],
-                                            ["schedule_key"])}
+        won = _won(rows, count_new(ScheduleSlot, rows, ["schedule_key", "slot"]))
         calls, entries = [], []
         tasks: dict[str, Any] = {}
         for key, slot, schedule, execution_uuid in slots:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
@@ -123,6 +124,24 @@ def test_each_slot_fires_once_and_catch_up_fires_the_latest_missed_slot_once(
     execution = TaskExecution.objects.get(uuid=slot.execution_uuid)
     assert execution.task_name == tick.name and execution.args == ["hourly"]
     assert len(no_publish) == 5
+
+
+@pytest.mark.django_db
+def test_a_slot_another_call_inserted_is_skipped_and_the_others_fire(i3settings, no_publish):
+    """Some of the minute's slot rows exist already (another beat call won them): this call
+    enqueues only the slots it inserted, and tells which rows were the other call's."""
+    i3settings(schedules=(MINUTELY, HOURLY))
+    theirs = ScheduleSlot.objects.create(
+        schedule_key=HOURLY.key, slot=at("2026-11-23T12:00:00"), execution_uuid=uuid.uuid4()
+    )
+    report = run_beat(at("2026-11-23T12:00:10"))
+    assert [(e["schedule"], e["slot"]) for e in report.enqueued] == [
+        (MINUTELY.key, "2026-11-23T12:00:00+00:00")]
+    assert [(s["schedule"], s["reason"]) for s in report.skipped] == [
+        (HOURLY.key, "already_enqueued")]
+    assert executions("minutely") == 1 and executions("hourly") == 0
+    assert ScheduleSlot.objects.get(pk=theirs.pk).execution_uuid == theirs.execution_uuid
+    assert len(no_publish) == 1
 
 
 @pytest.mark.django_db
