@@ -30,6 +30,10 @@ tasks, first enqueue to last recorded result), ``sleep`` (200 tasks of 50 ms), `
 (statements per enqueue, per execution, per group member, counted in-process), ``beat``
 (``bench/beat.py``'s 10,000 schedules: distinct expressions and all due, warm and on a new
 process; the beat endpoint is ours only, so there is nothing to compare it with).
+The pairs the targets compare take turns round by round (ours-push with the floor and the
+push ceiling under one gunicorn, ours-pull with the pull ceiling, ``.delay()`` with Celery's
+``delay()`` with database results): on a machine whose speed drifts, a ratio then compares
+rounds measured next to each other.
 Output: a table, ``bench/results/<date>.json`` and ``bench/results/<date>.png`` (a complete
 run, every system and workload on both databases, also writes ``bench/results/compare.png``,
 the chart the README shows).
@@ -563,8 +567,21 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
             server = run.gunicorn(conn)
             ours_throughput(tasks.noop, 20)  # warm-up: both workers, their connections
             if wanted(system, "noop"):
-                note(system, "noop", summary(
-                    [ours_throughput(tasks.noop, sizes["noop"]) for _ in range(rounds)]))
+                # The references served by the same gunicorn take turns with ours, round by
+                # round: a ratio then compares rounds measured minutes apart at most, not
+                # a system measured while the machine was slow with one measured later.
+                paired = {name: measure_ref for name, measure_ref in (
+                    ("floor", floor_throughput), ("ceiling-push", ceiling_push))
+                    if system == "ours-push" and wanted(name, "noop")}
+                rates: dict[str, list[float]] = {system: [], **{name: [] for name in paired}}
+                for measure_ref in paired.values():
+                    measure_ref(run, 50)
+                for _ in range(rounds):
+                    rates[system].append(ours_throughput(tasks.noop, sizes["noop"]))
+                    for name, measure_ref in paired.items():
+                        rates[name].append(measure_ref(run, sizes["noop"]))
+                for name, values in rates.items():
+                    note(name, "noop", summary(values))
             if wanted(system, "sleep"):
                 note(system, "sleep", summary([ours_throughput(tasks.nap, sizes["sleep"],
                                                                (SLEEP,)) for _ in range(rounds)]))
@@ -575,11 +592,23 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
                                         "callback": summary([p[1] for p in pairs])})
             run.stop(server)
         if wanted("ours-push", "enqueue"):
+            # Celery with database results takes turns with ours, round by round (as above).
+            samples: dict[str, list[list[float]]] = {"ours-push": []}
+            app = None
+            if wanted("celery-db", "enqueue"):
+                app = celery_app("db")
+                samples["celery-db"] = []
+                celery_latency(app, 50)
             ours_latency(50)
-            lat = [ours_latency(sizes["enqueue"]) for _ in range(rounds)]
-            note("ours-push", "enqueue", {
-                "median": summary([statistics.median(v) for v in lat]),
-                "p95": summary([percentile(v, 0.95) for v in lat])})
+            for _ in range(rounds):
+                samples["ours-push"].append(ours_latency(sizes["enqueue"]))
+                if app is not None:
+                    samples["celery-db"].append(celery_latency(app, sizes["enqueue"]))
+            run.redis.delete("latency")
+            for name, lat in samples.items():
+                note(name, "enqueue", {
+                    "median": summary([statistics.median(v) for v in lat]),
+                    "p95": summary([percentile(v, 0.95) for v in lat])})
         if wanted("ours-push", "sql"):
             note("ours-push", "sql", ours_sql())
 
@@ -591,8 +620,17 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
                                 "--status-interval", "3600"], conn)
             ours_throughput(tasks.noop_pull, 20)
             if wanted(system, "noop"):
-                note(system, "noop", summary([ours_throughput(tasks.noop_pull, sizes["noop"])
-                                              for _ in range(rounds)]))
+                # The pull ceiling takes turns with ours (the worker idles meanwhile).
+                ceiling = system == "ours-pull" and wanted("ceiling-pull", "noop")
+                rates = {system: [], **({"ceiling-pull": []} if ceiling else {})}
+                if ceiling:
+                    ceiling_pull(run, 50)
+                for _ in range(rounds):
+                    rates[system].append(ours_throughput(tasks.noop_pull, sizes["noop"]))
+                    if ceiling:
+                        rates["ceiling-pull"].append(ceiling_pull(run, sizes["noop"]))
+                for name, values in rates.items():
+                    note(name, "noop", summary(values))
             if wanted(system, "sleep"):
                 note(system, "sleep", summary([
                     ours_throughput(tasks.nap_pull, sizes["sleep"], (SLEEP,))
@@ -612,7 +650,7 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
             app = celery_app(results)
             worker = celery_worker(run, results)
             celery_throughput(app, "noop", 20, results)  # warm-up (and waits for the worker)
-            if wanted(system, "enqueue"):
+            if wanted(system, "enqueue") and "enqueue" not in out[system]:
                 celery_latency(app, 50)
                 lat = [celery_latency(app, sizes["enqueue"]) for _ in range(rounds)]
                 note(system, "enqueue", {
@@ -634,20 +672,23 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
                 note(system, "sql", celery_sql(app))
             run.stop(worker)
 
-        if any(wanted(s, "noop") for s in ("ceiling-push", "floor")) or wanted("floor", "sql"):
+        def unmeasured(system: str) -> bool:  # not already measured beside ours
+            return wanted(system, "noop") and "noop" not in out[system]
+
+        if unmeasured("ceiling-push") or unmeasured("floor") or wanted("floor", "sql"):
             server = run.gunicorn(60)
-            if wanted("ceiling-push", "noop"):
+            if unmeasured("ceiling-push"):
                 ceiling_push(run, 50)
                 note("ceiling-push", "noop", summary([ceiling_push(run, sizes["noop"])
                                                       for _ in range(rounds)]))
-            if wanted("floor", "noop"):
+            if unmeasured("floor"):
                 floor_throughput(run, 50)
                 note("floor", "noop", summary([floor_throughput(run, sizes["noop"])
                                                for _ in range(rounds)]))
             if wanted("floor", "sql"):
                 note("floor", "sql", floor_sql())
             run.stop(server)
-        if wanted("ceiling-pull", "noop"):
+        if unmeasured("ceiling-pull"):
             ceiling_pull(run, 50)
             note("ceiling-pull", "noop", summary([ceiling_pull(run, sizes["noop"])
                                                   for _ in range(rounds)]))
