@@ -10,7 +10,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, cast
 
-from django.db import IntegrityError, connections, models, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
 
@@ -155,52 +155,22 @@ def _insert_new(
 _INSERT_CHUNK = 1000
 
 
-def _insert_fields(model: Any, skip: str | None = None) -> list[tuple[Any, tuple[type, ...]]]:
-    """The fields a new row of ``model`` writes, as the ORM's INSERT would (every concrete
-    field but the auto primary key and ``skip``), each with the Python types whose values
-    it sends to PostgreSQL unchanged (``_UNCHANGED``)."""
+def _insert_fields(model: Any, skip: str | None = None) -> list[Any]:
+    """The fields a new row of ``model`` writes, as the ORM's INSERT would: every concrete
+    field but the auto primary key and ``skip``."""
     return [
-        (field, _UNCHANGED.get(type(field), ()))
-        for field in model._meta.concrete_fields
+        field for field in model._meta.concrete_fields
         if not (field.primary_key and field.get_internal_type() in _AUTO) and field.name != skip
     ]
 
 
 _AUTO = ("AutoField", "BigAutoField", "SmallAutoField")
 
-#: Stock field classes (exact classes: a subclass may prepare differently) and the value
-#: types their ``get_db_prep_save`` returns as they are on PostgreSQL (``None`` too, and
-#: datetimes only when aware). Preparing forty values per ``.delay()`` the general way cost
-#: more than the database round trip; JSON and every other field still go through Django.
-_UNCHANGED: dict[type, tuple[type, ...]] = {
-    models.CharField: (str,),
-    models.TextField: (str,),
-    models.IntegerField: (int,),
-    models.SmallIntegerField: (int,),
-    models.BigIntegerField: (int,),
-    models.PositiveIntegerField: (int,),
-    models.PositiveSmallIntegerField: (int,),
-    models.BooleanField: (bool,),
-    models.UUIDField: (uuid.UUID,),
-    models.DateTimeField: (datetime,),
-    models.ForeignKey: (int,),
-}
 
-
-def _insert_params(obj: Any, fields: list[tuple[Any, tuple[type, ...]]],
-                   connection: Any) -> list[Any]:
-    """The values of ``fields`` of a new row for PostgreSQL, prepared as the ORM's INSERT
-    prepares them (Python defaults and ``pre_save`` applied); values that preparing would
-    return unchanged are not prepared."""
-    params = []
-    for field, unchanged in fields:
-        value = field.pre_save(obj, True)
-        kind = type(value)
-        if not (value is None or (kind in unchanged and (
-                kind is not datetime or value.tzinfo is not None))):
-            value = field.get_db_prep_save(value, connection)
-        params.append(value)
-    return params
+def _insert_params(obj: Any, fields: list[Any], connection: Any) -> list[Any]:
+    """The values of ``fields`` of a new row, prepared as the ORM's INSERT prepares them
+    (Python defaults and ``pre_save`` applied)."""
+    return [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
 
 
 def _linked_statement(parent_model: Any, child_model: Any, link: str,
@@ -218,10 +188,10 @@ def _linked_statement(parent_model: Any, child_model: Any, link: str,
     fk = c_meta.get_field(link)
     sql = (
         f"WITH p AS (INSERT INTO {quote(p_meta.db_table)} "
-        f"({', '.join(quote(f.column) for f, _ in p_fields)}) "
+        f"({', '.join(quote(f.column) for f in p_fields)}) "
         f"VALUES ({', '.join(['%s'] * len(p_fields))}) RETURNING {quote(p_meta.pk.column)}) "
         f"INSERT INTO {quote(c_meta.db_table)} "
-        f"({quote(fk.column)}, {', '.join(quote(f.column) for f, _ in c_fields)}) "
+        f"({quote(fk.column)}, {', '.join(quote(f.column) for f in c_fields)}) "
         f"VALUES ((SELECT {quote(p_meta.pk.column)} FROM p), "
         f"{', '.join(['%s'] * len(c_fields))}) "
         f"RETURNING {quote(fk.column)}, {quote(c_meta.pk.column)}"

@@ -55,7 +55,7 @@ def test_insert_linked_writes_what_the_orm_writes() -> None:
 
 
 @postgres_only
-def test_insert_linked_prepares_values_it_does_not_recognise() -> None:
+def test_insert_linked_prepares_values_as_the_orm_does() -> None:
     naive = datetime(2030, 1, 2, 3, 4, 5)  # the ORM makes it aware (with a warning)
     linked = _execution(eta=naive, max_retries=True)
     with pytest.warns(RuntimeWarning, match="naive datetime"):
@@ -63,7 +63,7 @@ def test_insert_linked_prepares_values_it_does_not_recognise() -> None:
                                 "execution")
     stored = TaskExecution.objects.get(pk=linked.pk)
     assert stored.eta == naive.replace(tzinfo=dt_timezone.utc)
-    assert stored.max_retries == 1  # a bool for an integer column is prepared, not sent as is
+    assert stored.max_retries == 1  # a bool for an integer column is prepared as an int
 
 
 @postgres_only
