@@ -60,9 +60,9 @@ _MAX_ID = 2**63 - 1
 _MAX_TRY_NUMBER = 32767
 
 
-#: Compact JSON without NaN, as every message and payload check is written: one encoder for
-#: all (``json.dumps`` with options builds a new encoder per call; a beat minute writes
-#: 10,000 messages).
+#: Compact JSON without NaN, as every message is written and every payload or return value
+#: is checked: one encoder for all (``json.dumps`` with options builds a new encoder per
+#: call; a beat minute writes 10,000 messages, every successful try checks its value).
 _compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
@@ -72,7 +72,7 @@ def check_payload(
     """Check that a call fits in a message: ``ArgumentsNotSerializable`` naming the first
     argument JSON cannot carry, ``PayloadTooLarge`` when its JSON is over ``limit`` bytes.
 
-    One ``json.dumps`` of the whole call in the usual case; the arguments are examined one by
+    One encoding of the whole call in the usual case; the arguments are examined one by
     one only to name the culprit when that fails.
     """
     for key in kwargs:
@@ -87,7 +87,7 @@ def check_payload(
         named += [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
         for what, value in named:
             try:
-                json.dumps(value, allow_nan=False)
+                _compact(value)
             except (TypeError, ValueError, RecursionError) as exc:
                 raise ArgumentsNotSerializable(
                     f"{what} of {task_name} is not JSON serializable "
@@ -105,7 +105,7 @@ def to_json_value(value: Any) -> tuple[Any, bool]:
     """A task's return value as stored: itself when JSON can carry it, else its ``repr``
     (second item True)."""
     try:
-        json.dumps(value, allow_nan=False)
+        _compact(value)
     except (TypeError, ValueError, RecursionError):
         return repr(value), True
     return value, False
