@@ -66,6 +66,8 @@ def publisher_client() -> Any:
             if _publisher is not None and _publisher_key and _publisher_key[0] == os.getpid():
                 _stop(_publisher)
             _publisher = pubsub_v1.PublisherClient(
+                # The library's batching serves only direct ``publish()`` calls (the worker's
+                # dead-letter copies): the sender thread builds its own requests.
                 batch_settings=pubsub_v1.types.BatchSettings(
                     max_messages=100, max_bytes=5 * 1024 * 1024, max_latency=0.01
                 ),
