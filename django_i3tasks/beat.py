@@ -333,31 +333,37 @@ def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> Non
     by the insert say which slots this call won."""
     now = timezone.now()
     ordered = sorted(due.items(), key=lambda item: item[0])
-    slots = [(key, slot, schedule, uuid.uuid4()) for (key, slot), schedule in ordered]
+    slots = []
+    for (key, slot), schedule in ordered:
+        execution_uuid = uuid.uuid4()
+        slots.append((key, slot, schedule, execution_uuid, str(execution_uuid)))
+    # The uuid as text once (the slot row, the report); a minute's schedules share a few slot
+    # times, each written as text once.
     rows = [
-        {"schedule_key": key, "slot": slot, "execution_uuid": execution_uuid, "created_at": now}
-        for key, slot, _, execution_uuid in slots
+        {"schedule_key": key, "slot": slot, "execution_uuid": text, "created_at": now}
+        for key, slot, _, _, text in slots
     ]
+    slot_texts: dict[datetime, str] = {}
     with transaction.atomic():
         won = _won(rows, count_new(ScheduleSlot, rows, ["schedule_key", "slot"]))
-        calls, entries = [], []
+        calls, uuids, entries = [], [], []
         tasks: dict[str, Any] = {}
-        for key, slot, schedule, execution_uuid in slots:
+        for key, slot, schedule, execution_uuid, text in slots:
             name = schedule.task_name
             task = tasks[name] if name in tasks else tasks.setdefault(name, registry.get(name))
-            entry = {"schedule": key, "slot": slot.isoformat()}
+            slot_text = slot_texts.get(slot) or slot_texts.setdefault(slot, slot.isoformat())
             if key not in won:
-                report.skipped.append({**entry, "reason": "already_enqueued"})
+                report.skipped.append(
+                    {"schedule": key, "slot": slot_text, "reason": "already_enqueued"})
             elif task is None:  # the system check reports it; never import by name here
-                report.skipped.append({**entry, "reason": "unknown_task"})
+                report.skipped.append(
+                    {"schedule": key, "slot": slot_text, "reason": "unknown_task"})
             else:
                 calls.append((task, schedule.args, schedule.kwargs))
-                entries.append((entry, execution_uuid))
-        lifecycle.enqueue_calls(
-            calls, uuids=[execution_uuid for _, execution_uuid in entries], returning=False
-        )
-    for entry, execution_uuid in entries:
-        entry["execution"] = str(execution_uuid)
+                uuids.append(execution_uuid)
+                entries.append({"schedule": key, "slot": slot_text, "execution": text})
+        lifecycle.enqueue_calls(calls, uuids=uuids, returning=False)
+    for entry in entries:
         report.enqueued.append(entry)
         logger.info("Beat enqueued %s for slot %s", entry["schedule"], entry["slot"])
 

@@ -295,10 +295,11 @@ def enqueue_calls(
     }
     now = timezone.now()
     expiries = {task.name: expiry_time(task, None, now) for task, _, _ in calls}
+    retries = {task.name: task.effective_max_retries for task, _, _ in calls}
     rows: list[dict[str, Any]] = [
         {"uuid": uuids[index] if uuids is not None else uuid.uuid4(), "task_name": task.name,
          "queue_name": queues[task.name], "args": args, "kwargs": kwargs,
-         "expires_at": expiries[task.name], "max_retries": task.effective_max_retries}
+         "expires_at": expiries[task.name], "max_retries": retries[task.name]}
         for index, (task, args, kwargs) in enumerate(calls)
     ]
     common: dict[str, Any] = {

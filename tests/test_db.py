@@ -108,3 +108,19 @@ def test_json_value_writes_timestamps_and_ids_as_text() -> None:
     assert db._json_value(key) == str(key)
     with pytest.raises(TypeError, match="cannot send object"):
         db._json_value(object())
+
+
+def test_json_rows_writes_each_object_as_given_even_when_remembering() -> None:
+    """A repeated object is written once and reused; equal values of other objects are
+    written as they are (an equal instant in another zone, a Decimal of another scale)."""
+    from decimal import Decimal
+
+    utc = datetime(2030, 1, 2, 12, tzinfo=dt_timezone.utc)
+    elsewhere = utc.astimezone(dt_timezone(timedelta(hours=2)))
+    key = uuid.uuid4()
+    rows = [[utc, elsewhere, Decimal("1.0"), key], [utc, elsewhere, Decimal("1.00"), key]]
+    document, _ = db.json_rows([], rows, connection)
+    assert document == (
+        f'[["{utc.isoformat()}","{elsewhere.isoformat()}","1.0","{key}"],'
+        f'["{utc.isoformat()}","{elsewhere.isoformat()}","1.00","{key}"]]'
+    )
