@@ -16,7 +16,7 @@ from django_i3tasks.models import (
     TryStatus,
 )
 from tests.conftest import post_at_once, push_envelope, wait_for
-from tests.middleware import PUSHES
+from tests.middleware import PUSHES, idle
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,6 +50,7 @@ def test_failing_task_runs_1_plus_max_retries_then_stops(push_queue):
     handle = tasks.always_fails.delay("e2e")
     transport.flush()
     wait_for(lambda: execution_status(handle.id) == ExecutionStatus.FAILED, timeout=30)
+    wait_for(idle, timeout=10)  # the push that recorded the failure is counted
     pushes_when_failed = PUSHES[str(handle.uuid)]
     settle(3)
     assert tasks.CALLS["always_fails:e2e"] == 3
