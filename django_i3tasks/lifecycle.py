@@ -11,7 +11,8 @@ delivery finds nothing left to change and changes nothing:
   fresh claim token; only the holder of the token can record the try;
 - **record_success** / **record_failure** finish the try in one transaction with everything
   that follows: the result, the execution's end, the next chain steps (released or skipped),
-  the group count, ``on_success``, or the next try with its backoff;
+  the group count, ``on_success``, or the next try with its backoff. On PostgreSQL a success
+  that nothing follows is one statement in autocommit, which is atomic by itself;
 - **release_claim** gives an unfinished try back (a worker stopping), **retry** reopens failed
   executions (the admin action);
 - **cancel** ends an execution that has not started (its queued try is cancelled, so a later
@@ -752,18 +753,37 @@ def record_success(
     on_success: Task | None = None, duration: float = 0.0,
     progress: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Record a successful try and what follows it, in one transaction.
+    """Record a successful try and what follows it, atomically: in one transaction, or on
+    PostgreSQL, when nothing follows it, in one statement without a transaction around it.
 
     A try that finishes although a cancel was requested while it ran is a success: its work
     is done, and the request only asked it to stop early."""
     stored, is_repr = to_json_value(value)
     using = router.db_for_write(TaskExecutionTry)
+    connection = connections[using]
+    if (connection.vendor == "postgresql" and connection.get_autocommit()
+            and not connection.in_atomic_block and message.group_id is None and on_success is None
+            and signals.package_receivers_only(signals.task_finished)):
+        # Nothing needs a transaction around the statement (no group count, no on_success,
+        # no project receiver of task_finished), so it runs alone, in autocommit: no BEGIN
+        # and COMMIT round trips. The statement does nothing when a chain step waits for
+        # this execution; then the transaction below records the try and releases the step.
+        finished, _, step_waits = _succeed_in_one_statement(
+            message, token, stored, is_repr, progress, using, unless_next=True
+        )
+        if finished:
+            _finished(message, OutcomeStatus.SUCCESS, duration, return_value=stored)
+            return _outcome(message, OutcomeStatus.SUCCESS, True)
+        if not step_waits:
+            return _superseded(message)
     with transaction.atomic(using=using):
-        if connections[using].vendor == "postgresql":
-            finished, rows = _succeed_in_one_statement(message, token, stored, is_repr,
-                                                       progress, using)
+        if connection.vendor == "postgresql":
+            finished, updated, has_next = _succeed_in_one_statement(
+                message, token, stored, is_repr, progress, using
+            )
             if not finished:
                 return _superseded(message)
+            rows = [(has_next,)] if updated else []
         else:
             if not _finish_try(message, token, progress, status=TryStatus.SUCCESS):
                 return _superseded(message)
@@ -794,17 +814,34 @@ def record_success(
 
 def _succeed_in_one_statement(
     message: TaskMessage, token: uuid.UUID, stored: Any, is_repr: bool,
-    progress: dict[str, Any] | None, using: str,
-) -> tuple[bool, list[tuple]]:
+    progress: dict[str, Any] | None, using: str, *, unless_next: bool = False,
+) -> tuple:
     """PostgreSQL: finish the try (guarded by the claim token), insert the result and finish
-    the pending execution in one statement (data-modifying CTEs); the same rows are locked in
-    the same order as the three statements of the other databases. Returns whether the try
-    was still ours and, as ``update_returning`` would, the execution's ``(has_next,)``."""
+    the pending execution in one statement (data-modifying CTEs).
+
+    Returns ``(finished, updated, has_next)``: whether the try was still ours and recorded,
+    whether the execution was pending and ended, and its ``has_next``. Rows are locked in the
+    order of the three statements of the other databases (try, execution).
+
+    With ``unless_next`` the statement runs outside a transaction: it first locks the
+    execution row (the order ``cancel`` and ``record_failure`` use) and changes nothing when
+    ``has_next`` is set, because releasing a waiting step takes more statements and must
+    commit with the success. Then it returns ``(False, False, True)``: a step waits, record
+    in a transaction. ``.then()`` sets ``has_next`` under the same row lock, so it either comes
+    first and is seen here, or comes after and finds the execution succeeded.
+    """
     now = timezone.now()
     quote = connections[using].ops.quote_name
     tables = {m: quote(m._meta.db_table)
               for m in (TaskExecutionTry, TaskExecutionResult, TaskExecution)}
-    params: list[Any] = [cast(str, TryStatus.SUCCESS), now]
+    params: list[Any] = []
+    lock_sql = guard_sql = ""
+    if unless_next:
+        lock_sql = (f"x AS (SELECT has_next FROM {tables[TaskExecution]} WHERE id = %s "
+                    "FOR NO KEY UPDATE), ")
+        guard_sql = " AND NOT COALESCE((SELECT has_next FROM x), false)"
+        params.append(message.execution_id)
+    params += [cast(str, TryStatus.SUCCESS), now]
     progress_sql = ""
     if progress is not None:  # the last progress the throttle held back
         column, cast_sql, value = prepared(TaskExecutionTry, "progress", progress, using)
@@ -816,19 +853,20 @@ def _succeed_in_one_statement(
                cast(str, ExecutionStatus.SUCCESS), now, message.execution_id,
                _PENDING]
     sql = (
-        f"WITH t AS (UPDATE {tables[TaskExecutionTry]} SET status = %s, finished_at = %s, "
-        f"lease_expires_at = NULL{progress_sql} "
-        "WHERE id = %s AND claim_token = %s AND status = %s RETURNING id), "
+        f"WITH {lock_sql}t AS (UPDATE {tables[TaskExecutionTry]} SET status = %s, "
+        f"finished_at = %s, lease_expires_at = NULL{progress_sql} "
+        f"WHERE id = %s AND claim_token = %s AND status = %s{guard_sql} RETURNING id), "
         f"r AS (INSERT INTO {tables[TaskExecutionResult]} "
         f"(execution_id, task_try_id, {value_col}, is_repr, created_at) "
         f"SELECT %s, t.id, {value_cast}, CAST(%s AS boolean), CAST(%s AS timestamptz) "
         "FROM t RETURNING id), "
         f"e AS (UPDATE {tables[TaskExecution]} SET status = %s, finished_at = %s "
         "WHERE id = %s AND status = %s AND EXISTS (SELECT 1 FROM t) RETURNING has_next) "
-        "SELECT EXISTS (SELECT 1 FROM t), EXISTS (SELECT 1 FROM e), (SELECT has_next FROM e)"
+        "SELECT EXISTS (SELECT 1 FROM t), EXISTS (SELECT 1 FROM e), "
+        + ("COALESCE((SELECT has_next FROM x), false)" if unless_next
+           else "(SELECT has_next FROM e)")
     )
-    finished, updated, has_next = fetch_one(sql, params, using)
-    return finished, [(has_next,)] if updated else []
+    return fetch_one(sql, params, using)
 
 
 def _superseded(message: TaskMessage) -> Outcome:

@@ -12,7 +12,9 @@ process), so ``@receiver(task_finished, sender=my_task)`` listens to one task on
   ``task_name``, ``queue_name``, ``try_number``.
 - ``task_finished``: a try's outcome was recorded, inside the recording transaction (a
   receiver that writes to the database writes atomically with it; one that raises rolls the
-  outcome back, so keep receivers short and careful). ``execution_uuid``, ``execution_id``,
+  outcome back, so keep receivers short and careful). Only while no project receiver is
+  connected may a plain success be recorded without a transaction (see
+  ``package_receivers_only``). ``execution_uuid``, ``execution_id``,
   ``task_name``, ``queue_name``, ``try_number``, ``status`` (``"success"``,
   ``"retry_scheduled"``, ``"failed"`` or ``"cancelled"``: a running try that raised
   ``TaskCancelled`` or failed after a cancel request), ``duration`` (seconds),
@@ -30,3 +32,22 @@ from django.dispatch import Signal
 task_enqueued = Signal()
 task_started = Signal()
 task_finished = Signal()
+
+#: The ``dispatch_uid`` prefix of the package's own receivers (``logs``): they write nothing
+#: and do not raise, so they need no transaction around them.
+PACKAGE_UID = "django_i3tasks."
+
+
+def package_receivers_only(signal: Signal) -> bool:
+    """Whether every receiver of ``signal`` is one of the package's own. The lifecycle then
+    records a plain success without a transaction (a project receiver is promised one).
+
+    Reads ``Signal.receivers``, whose entries start with ``(dispatch_uid or receiver id,
+    sender id)`` in every supported Django; anything else counts as a project receiver."""
+    try:
+        return all(
+            isinstance(entry[0][0], str) and entry[0][0].startswith(PACKAGE_UID)
+            for entry in signal.receivers
+        )
+    except (TypeError, IndexError):
+        return False

@@ -1,0 +1,188 @@
+"""The lifecycle's recording of a success on PostgreSQL: one statement in autocommit when
+nothing follows the try, a transaction when something does (a chain step, a group, a project
+receiver), and the race between the two paths and ``.then()``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+
+from django_i3tasks import signals
+from django_i3tasks.execution import OutcomeStatus, run_message
+from django_i3tasks.lifecycle import message_for
+from django_i3tasks.models import (
+    ExecutionStatus,
+    TaskExecution,
+    TaskExecutionResult,
+    TaskExecutionTry,
+    TaskGroup,
+    TryStatus,
+)
+from tests.conftest import wait_for
+from tests.testapp import tasks
+from tests.testapp.chain_tasks import link, produce
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the autocommit success is PostgreSQL's"
+)
+
+
+def first_message(handle: Any) -> Any:
+    execution = TaskExecution.objects.get(pk=handle.id)
+    return message_for(execution, execution.tries.get())
+
+
+@contextmanager
+def statements() -> Iterator[list[tuple[str, bool]]]:
+    """Each data statement this connection runs, with whether a transaction was open."""
+    seen: list[tuple[str, bool]] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append((sql, connection.in_atomic_block))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        yield seen
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_success_is_recorded_without_a_transaction(no_publish):
+    message = first_message(tasks.add.delay(2, 3))
+    with statements() as seen:
+        outcome = run_message(message)
+    assert outcome.status == OutcomeStatus.SUCCESS
+    assert [atomic for _, atomic in seen] == [False, False], seen  # claim, record
+    assert "FOR NO KEY UPDATE" in seen[1][0]
+    execution = TaskExecution.objects.get(pk=message.execution_id)
+    assert execution.status == ExecutionStatus.SUCCESS and execution.finished_at is not None
+    assert execution.tries.get().status == TryStatus.SUCCESS
+    assert TaskExecutionResult.objects.get(execution=execution).value == 5
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_project_receiver_of_task_finished_still_runs_inside_the_transaction(no_publish):
+    inside: list[bool] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        inside.append(connection.in_atomic_block)
+
+    signals.task_finished.connect(receiver)
+    try:
+        assert not signals.package_receivers_only(signals.task_finished)
+        run_message(first_message(tasks.add.delay(2, 3)))
+    finally:
+        signals.task_finished.disconnect(receiver)
+    assert inside == [True]
+    assert signals.package_receivers_only(signals.task_finished)
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_step_added_before_the_success_is_released_in_the_transaction(no_publish):
+    a = link.delay("a")
+    b = a.then(link, "b")
+    with statements() as seen:
+        assert run_message(first_message(a)).status == OutcomeStatus.SUCCESS
+    assert any(atomic for _, atomic in seen), "a waiting step needs the transaction"
+    assert TaskExecution.objects.get(pk=a.id).status == ExecutionStatus.SUCCESS
+    assert TaskExecution.objects.get(pk=b.id).status == ExecutionStatus.PENDING
+    assert [m.execution_id for m in no_publish].count(b.id) == 1
+    assert TaskExecutionTry.objects.filter(execution_id=a.id).get().status == TryStatus.SUCCESS
+    assert TaskExecutionResult.objects.filter(execution_id=a.id).count() == 1
+
+
+def _waiting_for_a_lock(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cursor.fetchone()
+    return row is not None and row[0] == "Lock"
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_then_committing_while_the_success_statement_waits_for_its_lock(no_publish):
+    """The narrow interleaving: ``.then()`` holds the execution row (``has_next`` set, step
+    written, not committed) while the success statement, with its snapshot already taken,
+    waits for that row. The statement must see ``has_next`` once the lock is free and leave
+    the recording to the transaction that releases the step; recording the success alone
+    would leave the step waiting for ever."""
+    a = link.delay("a")
+    message = first_message(a)
+    holding = threading.Event()
+    release = threading.Event()
+    added: list[Any] = []
+    pids: list[int] = []
+    outcomes: list[Any] = []
+
+    def add_step() -> None:
+        try:
+            with transaction.atomic():
+                added.append(a.then(link, "b"))
+                holding.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    def finish() -> None:
+        try:
+            connection.ensure_connection()
+            pids.append(connection.connection.info.backend_pid)
+            outcomes.append(run_message(message))
+        finally:
+            connections.close_all()
+
+    adder = threading.Thread(target=add_step)
+    adder.start()
+    assert holding.wait(30)
+    finisher = threading.Thread(target=finish)
+    finisher.start()
+    wait_for(lambda: bool(pids) and _waiting_for_a_lock(pids[0]))
+    time.sleep(0.1)  # still waiting: only the adder's commit can free it
+    assert _waiting_for_a_lock(pids[0])
+    release.set()
+    adder.join()
+    finisher.join()
+    (b,) = added
+    assert outcomes[0].status == OutcomeStatus.SUCCESS
+    assert TaskExecution.objects.get(pk=a.id).status == ExecutionStatus.SUCCESS
+    assert TaskExecution.objects.get(pk=b.id).status == ExecutionStatus.PENDING
+    assert [m.execution_id for m in no_publish].count(b.id) == 1
+    assert TaskExecutionTry.objects.filter(execution_id=b.id).count() == 1
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_group_members_and_on_success_keep_the_transaction(no_publish):
+    with statements() as seen:
+        run_message(first_message(produce.delay("p")))
+    assert any(atomic for _, atomic in seen), "on_success is enqueued with the success"
+    group = TaskGroup.create(callback=link.build_chain("done"), total_count=1)
+    with statements() as seen:
+        run_message(first_message(link.delay("m", __i3group__=group)))
+    assert any(atomic for _, atomic in seen), "the group is counted with the success"
+    group.refresh_from_db()
+    assert group.callback.status == ExecutionStatus.PENDING
+
+
+def test_package_receivers_only_reads_dispatch_uids() -> None:
+    signal = signals.Signal()
+    assert signals.package_receivers_only(signal)
+
+    def mine(sender: Any, **kwargs: Any) -> None:
+        pass
+
+    signal.connect(mine, dispatch_uid="django_i3tasks.test.mine")
+    assert signals.package_receivers_only(signal)
+    signal.connect(mine, dispatch_uid="project.audit")
+    assert not signals.package_receivers_only(signal)
+    signal.disconnect(dispatch_uid="project.audit")
+    signal.connect(mine)  # no dispatch_uid: a project receiver
+    assert not signals.package_receivers_only(signal)
