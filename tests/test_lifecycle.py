@@ -186,3 +186,21 @@ def test_package_receivers_only_reads_dispatch_uids() -> None:
     signal.disconnect(dispatch_uid="project.audit")
     signal.connect(mine)  # no dispatch_uid: a project receiver
     assert not signals.package_receivers_only(signal)
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_held_back_progress_is_written_by_the_one_statement(no_publish):
+    from django_i3tasks import lifecycle
+
+    message = first_message(tasks.add.delay(1, 1))
+    token = lifecycle.claim(message)
+    with statements() as seen:
+        outcome = lifecycle.record_success(
+            message, token, 2, progress={"current": 9, "total": 10, "message": "x"}
+        )
+    assert outcome.status == OutcomeStatus.SUCCESS
+    assert [atomic for _, atomic in seen] == [False]
+    done = TaskExecutionTry.objects.get(pk=message.try_id)
+    assert done.status == TryStatus.SUCCESS
+    assert done.progress == {"current": 9, "total": 10, "message": "x"}
