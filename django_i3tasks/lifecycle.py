@@ -815,7 +815,7 @@ def record_success(
 def _succeed_in_one_statement(
     message: TaskMessage, token: uuid.UUID, stored: Any, is_repr: bool,
     progress: dict[str, Any] | None, using: str, *, unless_next: bool = False,
-) -> tuple:
+) -> tuple[bool, bool, bool | None]:
     """PostgreSQL: finish the try (guarded by the claim token), insert the result and finish
     the pending execution in one statement (data-modifying CTEs).
 

@@ -188,6 +188,15 @@ def subprocess_env() -> dict[str, str]:
     }
 
 
+def message_of(handle: Any) -> Any:
+    """The message of an execution's latest try, as its publisher would have sent it."""
+    from django_i3tasks.lifecycle import message_for
+    from django_i3tasks.models import TaskExecution
+
+    execution = TaskExecution.objects.get(pk=handle.id)
+    return message_for(execution, execution.tries.order_by("-number").first())
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; fail the test with a clear message on timeout."""
     deadline = time.monotonic() + timeout

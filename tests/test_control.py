@@ -28,16 +28,11 @@ from django_i3tasks import (
 from django_i3tasks.checks import check_settings
 from django_i3tasks.exceptions import InvalidTaskOption, TaskUsageError
 from django_i3tasks.execution import OutcomeStatus, backoff_seconds, run_message
-from django_i3tasks.lifecycle import message_for
 from django_i3tasks.messages import TaskMessage, sign
 from django_i3tasks.models import TaskExecution, TaskExecutionTry
+from tests.conftest import message_of
 from tests.testapp import control_tasks as ct
 from tests.testapp.tasks import CALLS
-
-
-def message_of(handle) -> TaskMessage:
-    execution = TaskExecution.objects.get(pk=handle.id)
-    return message_for(execution, execution.tries.order_by("-number").first())
 
 
 def status_of(handle) -> str:

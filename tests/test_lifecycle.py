@@ -15,7 +15,6 @@ from django.db import connection, connections, transaction
 
 from django_i3tasks import signals
 from django_i3tasks.execution import OutcomeStatus, run_message
-from django_i3tasks.lifecycle import message_for
 from django_i3tasks.models import (
     ExecutionStatus,
     TaskExecution,
@@ -24,18 +23,13 @@ from django_i3tasks.models import (
     TaskGroup,
     TryStatus,
 )
-from tests.conftest import wait_for
+from tests.conftest import message_of, wait_for
 from tests.testapp import tasks
 from tests.testapp.chain_tasks import link, produce
 
 postgres_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="the autocommit success is PostgreSQL's"
 )
-
-
-def first_message(handle: Any) -> Any:
-    execution = TaskExecution.objects.get(pk=handle.id)
-    return message_for(execution, execution.tries.get())
 
 
 @contextmanager
@@ -54,7 +48,7 @@ def statements() -> Iterator[list[tuple[str, bool]]]:
 @postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_a_plain_success_is_recorded_without_a_transaction(no_publish):
-    message = first_message(tasks.add.delay(2, 3))
+    message = message_of(tasks.add.delay(2, 3))
     with statements() as seen:
         outcome = run_message(message)
     assert outcome.status == OutcomeStatus.SUCCESS
@@ -77,7 +71,7 @@ def test_a_project_receiver_of_task_finished_still_runs_inside_the_transaction(n
     signals.task_finished.connect(receiver)
     try:
         assert not signals.package_receivers_only(signals.task_finished)
-        run_message(first_message(tasks.add.delay(2, 3)))
+        run_message(message_of(tasks.add.delay(2, 3)))
     finally:
         signals.task_finished.disconnect(receiver)
     assert inside == [True]
@@ -90,7 +84,7 @@ def test_a_step_added_before_the_success_is_released_in_the_transaction(no_publi
     a = link.delay("a")
     b = a.then(link, "b")
     with statements() as seen:
-        assert run_message(first_message(a)).status == OutcomeStatus.SUCCESS
+        assert run_message(message_of(a)).status == OutcomeStatus.SUCCESS
     assert any(atomic for _, atomic in seen), "a waiting step needs the transaction"
     assert TaskExecution.objects.get(pk=a.id).status == ExecutionStatus.SUCCESS
     assert TaskExecution.objects.get(pk=b.id).status == ExecutionStatus.PENDING
@@ -115,7 +109,7 @@ def test_then_committing_while_the_success_statement_waits_for_its_lock(no_publi
     the recording to the transaction that releases the step; recording the success alone
     would leave the step waiting for ever."""
     a = link.delay("a")
-    message = first_message(a)
+    message = message_of(a)
     holding = threading.Event()
     release = threading.Event()
     added: list[Any] = []
@@ -162,11 +156,11 @@ def test_then_committing_while_the_success_statement_waits_for_its_lock(no_publi
 @pytest.mark.django_db(transaction=True)
 def test_group_members_and_on_success_keep_the_transaction(no_publish):
     with statements() as seen:
-        run_message(first_message(produce.delay("p")))
+        run_message(message_of(produce.delay("p")))
     assert any(atomic for _, atomic in seen), "on_success is enqueued with the success"
     group = TaskGroup.create(callback=link.build_chain("done"), total_count=1)
     with statements() as seen:
-        run_message(first_message(link.delay("m", __i3group__=group)))
+        run_message(message_of(link.delay("m", __i3group__=group)))
     assert any(atomic for _, atomic in seen), "the group is counted with the success"
     group.refresh_from_db()
     assert group.callback.status == ExecutionStatus.PENDING
@@ -193,7 +187,7 @@ def test_package_receivers_only_reads_dispatch_uids() -> None:
 def test_the_held_back_progress_is_written_by_the_one_statement(no_publish):
     from django_i3tasks import lifecycle
 
-    message = first_message(tasks.add.delay(1, 1))
+    message = message_of(tasks.add.delay(1, 1))
     token = lifecycle.claim(message)
     with statements() as seen:
         outcome = lifecycle.record_success(

@@ -12,9 +12,8 @@ from django.db import transaction
 
 from django_i3tasks import signals, transport
 from django_i3tasks.execution import OutcomeStatus, run_message
-from django_i3tasks.lifecycle import message_for
 from django_i3tasks.models import ExecutionStatus, TaskExecution
-from tests.conftest import http, push_envelope, wait_for
+from tests.conftest import http, message_of, push_envelope, wait_for
 from tests.testapp import tasks
 
 
@@ -49,11 +48,6 @@ def events() -> Iterator[Events]:
     signals.task_finished.disconnect(receivers["finished"])
 
 
-def the_message(handle: Any) -> Any:
-    execution = TaskExecution.objects.get(pk=handle.id)
-    return message_for(execution, execution.tries.order_by("-number").first())
-
-
 @pytest.mark.django_db
 def test_enqueued_is_sent_after_commit_with_the_task_as_sender(events, no_publish,
                                                                django_capture_on_commit_callbacks):
@@ -82,7 +76,7 @@ def test_rolled_back_enqueue_sends_nothing(events, no_publish, django_capture_on
 def test_started_and_finished_once_per_try_with_fields(events, no_publish, i3settings):
     i3settings(retry_backoff_min_seconds=0)
     handle = tasks.fails_once.delay("sig")
-    first = the_message(handle)
+    first = message_of(handle)
     assert run_message(first).status == OutcomeStatus.RETRY
     assert run_message(first).status == OutcomeStatus.DUPLICATE  # delivered again
     second = no_publish[-1]
@@ -107,7 +101,7 @@ def test_failed_for_good_is_finished_failed(events, no_publish, i3settings):
     i3settings(retry_backoff_min_seconds=0)
     handle = tasks.always_fails.delay("sig")
     for _ in range(3):  # max_retries=2
-        run_message(the_message(handle))
+        run_message(message_of(handle))
     assert [f["status"] for f in events.of("finished")] == [
         "retry_scheduled", "retry_scheduled", "failed"]
     assert TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.FAILED
@@ -116,7 +110,7 @@ def test_failed_for_good_is_finished_failed(events, no_publish, i3settings):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_duplicate_deliveries_send_one_started_and_one_finished(events, no_publish):
     handle = tasks.slow.delay("sig-race", 0.3)
-    message = the_message(handle)
+    message = message_of(handle)
     barrier = threading.Barrier(8)
 
     def deliver() -> None:
@@ -141,7 +135,7 @@ def test_push_delivered_twice_over_http_sends_each_signal_once(events, push_queu
     handle = tasks.add.delay(20, 22)
     transport.flush()
     wait_for(lambda: TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.SUCCESS)
-    data, attributes = the_message(handle).encode()
+    data, attributes = message_of(handle).encode()
     status, _, body = http("POST", push_queue, push_envelope(data, attributes),
                            {"Content-Type": "application/json"})
     assert status == 200 and b"duplicate" in body
