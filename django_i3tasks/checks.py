@@ -149,7 +149,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                              "outbox"))
     errors += [
         _warning(f"I3TASKS.{name} (a 0.1 setting) is set but has no effect any more.",
-                 "Remove it; see 'Upgrading from 0.1' in the README.", "legacy_field")
+                 "Remove it; see docs/upgrading.md.", "legacy_field")
         for name in LEGACY_IGNORED if getattr(conf, name) is not None
     ]
     errors += _check_task_queues(seen)

@@ -1,9 +1,10 @@
 """django_i3tasks.testing: the recording outbox and its runner, as a project's tests use it.
 
-The first test is the README's example, word for word (a test below keeps them equal).
+The first test is the example of docs/testing.md, word for word (a test below keeps them
+equal).
 """
 
-# --- README example (begin) ---
+# --- docs example (begin) ---
 import pytest
 
 from django_i3tasks import TaskGroup
@@ -34,18 +35,18 @@ def test_recorded_chain_and_group_run_to_the_end():
     assert CALLS["link:parse"] == 1 and CALLS["link:joined"] == 1
     group.refresh_from_db()
     assert group.status == "success"
-# --- README example (end) ---
+# --- docs example (end) ---
 
 
-def test_readme_shows_the_example_as_it_runs():
+def test_docs_show_the_example_as_it_runs():
     import re
     from pathlib import Path
 
     source = Path(__file__).read_text()
-    example = re.search(r"# --- README example \(begin\) ---\n(.*?)# --- README example \(end",
+    example = re.search(r"# --- docs example \(begin\) ---\n(.*?)# --- docs example \(end",
                         source, re.S).group(1).strip()
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert example in readme
+    page = (Path(__file__).parents[1] / "docs" / "testing.md").read_text()
+    assert example in page
 
 
 @pytest.mark.django_db
