@@ -310,7 +310,7 @@ def ours_sql() -> dict[str, int]:
     from harness import count
 
     from django_i3tasks import transport
-    from django_i3tasks.lifecycle import message_for
+    from django_i3tasks.messages import TaskMessage
     from django_i3tasks.models import TaskExecution, TaskGroup
     from tests.conftest import push_envelope
 
@@ -324,7 +324,8 @@ def ours_sql() -> dict[str, int]:
     client = Client()
 
     def push(execution: TaskExecution) -> int:
-        body = push_envelope(*message_for(execution, execution.tries.get()).encode())
+        message = TaskMessage.of(execution, *execution.tries.values_list("pk", "number").get())
+        body = push_envelope(*message.encode())
         with CaptureQueriesContext(connection) as captured:
             answer = client.post("/i3/tasks-push/", body, content_type="application/json")
         assert answer.json()["status"] == "success", answer.content

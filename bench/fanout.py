@@ -30,7 +30,7 @@ def measure(db: str) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from django_i3tasks import outbox, transport
-    from django_i3tasks.lifecycle import message_for
+    from django_i3tasks.messages import TaskMessage
     from django_i3tasks.models import GroupStatus, TaskExecution, TaskGroup
     from django_i3tasks.provisioning import ensure_pubsub
     from tests.conftest import push_envelope
@@ -61,7 +61,8 @@ def measure(db: str) -> None:
     counts = []
     members = TaskExecution.objects.filter(group=group).order_by("pk")
     for execution in members:
-        data, attributes = message_for(execution, execution.tries.get()).encode()
+        message = TaskMessage.of(execution, *execution.tries.values_list("pk", "number").get())
+        data, attributes = message.encode()
         body = push_envelope(data, attributes)
         with CaptureQueriesContext(connection) as captured:
             response = client.post("/i3/tasks-push/", body, content_type="application/json")

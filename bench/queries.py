@@ -31,7 +31,7 @@ def measure(db: str) -> None:
     from django.test.utils import CaptureQueriesContext as capture  # noqa: N813
 
     from django_i3tasks import outbox, transport
-    from django_i3tasks.lifecycle import message_for
+    from django_i3tasks.messages import TaskMessage
     from django_i3tasks.models import TaskExecution
     from django_i3tasks.provisioning import ensure_pubsub
     from tests.conftest import push_envelope
@@ -62,7 +62,8 @@ def measure(db: str) -> None:
     push_counts = []
     for handle in handles:
         execution = TaskExecution.objects.get(pk=handle.id)
-        data, attributes = message_for(execution, execution.tries.get()).encode()
+        message = TaskMessage.of(execution, *execution.tries.values_list("pk", "number").get())
+        data, attributes = message.encode()
         body = push_envelope(data, attributes)
         with capture(connection) as captured:
             response = client.post("/i3/tasks-push/", body, content_type="application/json")

@@ -19,7 +19,7 @@ __all__ = [
 _PUBLIC = {
     "Task": "task",
     "TaskDecorator": "task",
-    "TaskMetadata": "task",
+    "TaskMetadata": "metadata",
     "TaskHandle": "handles",
     "ChainHandle": "handles",
     "TaskGroup": "models",
@@ -43,9 +43,10 @@ if TYPE_CHECKING:
         TimeLimitExceeded,
     )
     from .handles import ChainHandle, TaskHandle
+    from .metadata import TaskMetadata
     from .models import TaskGroup
     from .results import TaskResult, get_result
-    from .task import Task, TaskDecorator, TaskMetadata
+    from .task import Task, TaskDecorator
 
 
 def __getattr__(name: str) -> Any:

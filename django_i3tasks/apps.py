@@ -13,6 +13,8 @@ logger = logging.getLogger(__name__)
 #: Management commands that serve traffic: only these (and WSGI/ASGI servers) provision
 #: Pub/Sub at startup. migrate, check, test, makemigrations, shell... never touch the network.
 SERVING_COMMANDS = {"runserver", "i3tasks_worker", "i3tasks_beat"}
+#: Programs that never serve traffic although they set Django up outside manage.py.
+NON_SERVING_PROGRAMS = {"pytest", "py.test"}
 
 
 class I3TasksConfig(AppConfig):
@@ -35,6 +37,8 @@ class I3TasksConfig(AppConfig):
         # them: it is handed over here rather than imported by them.
         outbox.set_runner(execution.run_message)
         logs.connect()
+        # Tasks registered from here until Django is ready are known to every process
+        # (registry.known_at_startup).
         autodiscover()
         if checks.uses_tasks_backend():
             # Django 6 registers its tasks check when django.tasks is imported (the backport
@@ -56,9 +60,9 @@ class I3TasksConfig(AppConfig):
 
 
 def _is_serving() -> bool:
-    if "pytest" in sys.modules or os.environ.get("I3TASKS_SKIP_STARTUP_PROVISIONING"):
-        return False
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program in NON_SERVING_PROGRAMS or os.environ.get("I3TASKS_SKIP_STARTUP_PROVISIONING"):
+        return False
     if program in ("manage.py", "django-admin", "django-admin.py", "__main__.py"):
         command = sys.argv[1] if len(sys.argv) > 1 else ""
         # runserver's autoreloader runs ready() in the watcher and in the child: the child.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,7 @@ _NOT_STARTED = {str(ExecutionStatus.WAITING), str(ExecutionStatus.SCHEDULED)}
 _PENDING = str(ExecutionStatus.PENDING)
 
 
+@dataclass(frozen=True, eq=False, repr=False)
 class ApiTask(Task[..., Any]):
     """Our registry's entry for a function decorated with Django's ``@task``.
 
@@ -118,10 +120,15 @@ class ApiTask(Task[..., Any]):
     our try number.
     """
 
-    def __init__(self, definition: ApiTaskDefinition[..., Any], *, queue_name: str,
-                 max_retries: int | None) -> None:
-        self.definition = definition
-        super().__init__(definition.func, queue_name=queue_name, max_retries=max_retries)
+    definition: Any = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.definition is not None and self.definition.takes_context and self._signature:
+            # The runner passes the context first: calls bind the parameters after it.
+            parameters = list(self._signature.parameters.values())[1:]
+            object.__setattr__(self, "_signature",
+                               self._signature.replace(parameters=parameters))
 
     def __repr__(self) -> str:
         return f"<ApiTask {self.name}>"
@@ -282,7 +289,10 @@ class PubSubBackend(BaseTaskBackend):
                 f"Keep @TaskDecorator (it enqueues with .delay()) or Django's @task, not both."
             )
         # A new function, or a module imported again: the newer definition wins.
-        return ApiTask(task, queue_name=queue_name, max_retries=self.max_retries)
+        entry = ApiTask(task.func, queue_name=queue_name, max_retries=self.max_retries,
+                        definition=task)
+        registry.register(entry)
+        return entry
 
     # -- enqueueing ----------------------------------------------------------------------
 
@@ -295,9 +305,8 @@ class PubSubBackend(BaseTaskBackend):
         self.validate_task(task)
         queue_name = self.queue_name(task.queue_name)
         entry = self._register(task, queue_name)
-        execution = lifecycle.enqueue(
-            entry, list(args), dict(kwargs), queue_name=queue_name, eta=_aware(task.run_after)
-        )
+        call = entry.using(queue_name=queue_name, eta=_aware(task.run_after))
+        execution = lifecycle.enqueue(call.spec(list(args), dict(kwargs)))
         return build_result(task, execution)
 
     # -- results -------------------------------------------------------------------------

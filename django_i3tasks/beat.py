@@ -346,7 +346,9 @@ def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> Non
     slot_texts: dict[datetime, str] = {}
     with transaction.atomic():
         won = _won(rows, count_new(ScheduleSlot, rows, ["schedule_key", "slot"]))
-        calls, uuids, entries = [], [], []
+        calls: dict[str, list[tuple[Any, Any]]] = {}
+        uuids: dict[str, list[uuid.UUID]] = {}
+        entries = []
         tasks: dict[str, Any] = {}
         for key, slot, schedule, execution_uuid, text in slots:
             name = schedule.task_name
@@ -359,10 +361,12 @@ def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> Non
                 report.skipped.append(
                     {"schedule": key, "slot": slot_text, "reason": "unknown_task"})
             else:
-                calls.append((task, schedule.args, schedule.kwargs))
-                uuids.append(execution_uuid)
+                calls.setdefault(name, []).append((schedule.args, schedule.kwargs))
+                uuids.setdefault(name, []).append(execution_uuid)
                 entries.append({"schedule": key, "slot": slot_text, "execution": text})
-        lifecycle.enqueue_calls(calls, uuids=uuids, returning=False)
+        specs = [spec for name in calls for spec in tasks[name].specs(calls[name])]
+        lifecycle.enqueue_many(specs, uuids=[u for name in calls for u in uuids[name]],
+                               returning=False)
     for entry in entries:
         report.enqueued.append(entry)
         logger.info("Beat enqueued %s for slot %s", entry["schedule"], entry["slot"])
@@ -371,7 +375,7 @@ def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> Non
 def release_due(now: datetime) -> int:
     """Publish the delayed executions whose time has come."""
     ids = list(
-        TaskExecution.objects.filter(status=ExecutionStatus.SCHEDULED, eta__lte=now)
+        TaskExecution.objects.due(now)
         .order_by("eta")
         .values_list("pk", flat=True)[:BATCH_LIMIT]
     )

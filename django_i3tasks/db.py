@@ -14,6 +14,8 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
 
+from . import queries
+
 
 def update_returning(queryset: QuerySet, returning: list[str], **values: Any) -> list[tuple]:
     """``queryset.update(**values)`` returning ``returning`` columns of the updated rows.
@@ -106,33 +108,18 @@ def _insert_new(
             written.append(tuple(getattr(obj, model._meta.get_field(n).attname)
                                  for n in returning or ()))
         return written if returning is not None else len(written)
-    quote = connection.ops.quote_name
-    head = (
-        f"INSERT INTO {quote(model._meta.db_table)} "
-        f"({', '.join(quote(f.column) for f in fields)}) "
-    )
-    tail = (
-        f" ON CONFLICT ({', '.join(quote(model._meta.get_field(n).column) for n in unique)})"
-        " DO NOTHING"
-    )
-    convert = None
-    if returning is not None:
-        convert = _converters(model, returning, connection)
-        tail += " RETURNING " + ", ".join(
-            quote(model._meta.get_field(n).column) for n in returning)
+    convert = None if returning is None else _converters(model, returning, connection)
     if connection.vendor == "postgresql":
         document, picks = json_rows(
             fields, [[row[field.name] for field in fields] for row in rows], connection
         )
-        sql = (head + f"SELECT {', '.join(picks)} "
-               "FROM json_array_elements(%s::json) AS r(value)" + tail)
+        sql = queries.insert_new(model, connection, fields, unique, returning, picks=picks)
         with connection.cursor() as cursor:
             without_jit(cursor, connection, len(rows))
             cursor.execute(sql, [document])
             if convert is None:
                 return cursor.rowcount
             return [convert(row) for row in cursor.fetchall()]
-    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
     written, count = [], 0
     with connection.cursor() as cursor:
         for start in range(0, len(rows), _INSERT_CHUNK):
@@ -142,8 +129,8 @@ def _insert_new(
                 for row in chunk
                 for field in fields
             ]
-            values = ", ".join([placeholders] * len(chunk))
-            cursor.execute(f"{head}VALUES {values}{tail}", params)
+            cursor.execute(queries.insert_new(model, connection, fields, unique, returning,
+                                              rows=len(chunk)), params)
             if convert is None:
                 count += cursor.rowcount
             else:
@@ -175,32 +162,20 @@ def _insert_params(obj: Any, fields: list[Any], connection: Any) -> list[Any]:
 
 def _linked_statement(parent_model: Any, child_model: Any, link: str,
                       connection: Any) -> tuple[str, list[Any], list[Any]]:
-    """(statement, parent fields, child fields) of ``insert_linked``, built once per pair of
-    models and database vendor instead of quoting forty names on every ``.delay()``."""
+    """(statement, parent fields, child fields) of ``insert_linked``, found once per pair of
+    models and database vendor: ``.delay()`` runs it every time."""
     key = (parent_model, child_model, link, connection.vendor)
-    known = _LINKED_STATEMENTS.get(key)
-    if known is not None:
-        return known
-    quote = connection.ops.quote_name
-    p_meta, c_meta = parent_model._meta, child_model._meta
-    p_fields = _insert_fields(parent_model)
-    c_fields = _insert_fields(child_model, skip=link)
-    fk = c_meta.get_field(link)
-    sql = (
-        f"WITH p AS (INSERT INTO {quote(p_meta.db_table)} "
-        f"({', '.join(quote(f.column) for f in p_fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(p_fields))}) RETURNING {quote(p_meta.pk.column)}) "
-        f"INSERT INTO {quote(c_meta.db_table)} "
-        f"({quote(fk.column)}, {', '.join(quote(f.column) for f in c_fields)}) "
-        f"VALUES ((SELECT {quote(p_meta.pk.column)} FROM p), "
-        f"{', '.join(['%s'] * len(c_fields))}) "
-        f"RETURNING {quote(fk.column)}, {quote(c_meta.pk.column)}"
-    )
-    known = _LINKED_STATEMENTS[key] = (sql, p_fields, c_fields)
+    known = _LINKED.get(key)
+    if known is None:
+        p_fields = _insert_fields(parent_model)
+        c_fields = _insert_fields(child_model, skip=link)
+        sql = queries.insert_linked(parent_model, child_model, link, connection, p_fields,
+                                    c_fields)
+        known = _LINKED[key] = (sql, p_fields, c_fields)
     return known
 
 
-_LINKED_STATEMENTS: dict[tuple[Any, ...], tuple[str, list[Any], list[Any]]] = {}
+_LINKED: dict[tuple[Any, ...], tuple[str, list[Any], list[Any]]] = {}
 
 
 @contextmanager
@@ -343,7 +318,6 @@ def insert_many_linked(
         return None
     if not rows:
         return []
-    quote = connection.ops.quote_name
     p_meta, c_meta = parent_model._meta, child_model._meta
     varying = [p_meta.get_field(name) for name in rows[0]]
 
@@ -363,20 +337,10 @@ def insert_many_linked(
         return columns, expressions, params
 
     p_cols, p_exprs, p_params = constants(p_meta, common, {f.name for f in varying})
-    fk = c_meta.get_field(link)
     c_cols, c_exprs, c_params = constants(c_meta, child_common, {link})
     _, picks = json_rows(varying, [], connection)
-    p_pk, c_pk = quote(p_meta.pk.column), quote(c_meta.pk.column)
-    sql = (
-        f"WITH p AS (INSERT INTO {quote(p_meta.db_table)} "
-        f"({', '.join([quote(f.column) for f in varying] + p_cols)}) "
-        f"SELECT {', '.join(picks + p_exprs)} FROM json_array_elements(%s::json) AS r(value) "
-        f"RETURNING {p_pk}, {quote(p_meta.get_field(key).column)}), "
-        f"c AS (INSERT INTO {quote(c_meta.db_table)} ({quote(fk.column)}, {', '.join(c_cols)}) "
-        f"SELECT p.{p_pk}, {', '.join(c_exprs)} FROM p RETURNING {quote(fk.column)}, {c_pk}) "
-        f"SELECT p.{quote(p_meta.get_field(key).column)}, p.{p_pk}, c.{c_pk} "
-        f"FROM p JOIN c ON c.{quote(fk.column)} = p.{p_pk}"
-    )
+    sql = queries.insert_many_linked(parent_model, child_model, link, key, connection, varying,
+                                     picks, p_cols, p_exprs, c_cols, c_exprs)
     returned: dict[Any, tuple[int, int]] = {}
     with connection.cursor() as cursor:
         without_jit(cursor, connection, len(rows))

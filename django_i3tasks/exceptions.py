@@ -37,6 +37,11 @@ class PayloadTooLarge(InvalidTaskOption):
 # --- results and task control -----------------------------------------------------------
 
 
+class TaskNotRegistered(I3TasksError, LookupError):
+    """A message names a task that this process has not registered: its execution fails for
+    good with this error (see ``execution.run_message``)."""
+
+
 class TaskResultDoesNotExist(I3TasksError, LookupError):
     """No execution with the uuid given to ``get_result()`` (never written, or cleaned up)."""
 

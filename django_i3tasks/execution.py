@@ -1,15 +1,19 @@
 """Running one task message: the runner shared by the push view, the pull worker and the
 inline/recording outboxes.
 
-1. Look the task up in the registry (never import anything a message names).
+1. Look the task up in the registry (never import anything a message names). A task this
+   process has not registered cannot run here: its execution fails for good with
+   ``TaskNotRegistered``, which says how to register it, instead of being dropped.
 2. A first try whose execution's ``expires`` time has passed is not run: the execution
    expires (``lifecycle.expire``) and the message is acknowledged.
 3. Claim the try (``lifecycle.claim``): a duplicate or concurrent delivery finds nothing to
    claim and is told why, without running anything (a cancelled try: acknowledged).
 4. Run the function outside any transaction, under the task's ``time_limit``.
 5. Record the outcome (``lifecycle.record_success``/``record_failure``), guarded by the claim
-   token: success with what follows it, or failure with the next try after its backoff, or
-   failure for good.
+   token: success with what follows it, or failure with the next try after the task's
+   ``RetryPolicy`` backoff, or failure for good. Any exception the task raises is a failed
+   try, ``SystemExit`` included; only ``KeyboardInterrupt`` (the process is being stopped)
+   escapes, and the try's lease brings it back.
 
 Retries are new messages, one per try: the current message is acknowledged, and the next
 try's message answers "not due" (non-2xx for push, a longer lease for pull) until its backoff
@@ -18,7 +22,7 @@ has passed, so Pub/Sub's own redelivery does the waiting; there is no delayed de
 
 from __future__ import annotations
 
-import random
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -26,56 +30,17 @@ from collections.abc import Callable
 from django.utils import timezone
 
 from . import lifecycle, outbox
-from .conf import get_settings
-from .exceptions import TaskCancelled
+from .exceptions import TaskNotRegistered
 from .messages import TaskMessage
+from .metadata import RunningTry, TaskMetadata
 from .outcome import Outcome, OutcomeStatus
 from .registry import registry
-from .task import RunningTry, Task, TaskMetadata
 
-__all__ = [
-    "Outcome", "OutcomeStatus", "backoff_seconds", "release_claim", "retry_delay", "run_message",
-]
+__all__ = ["Outcome", "OutcomeStatus", "run_message"]
 
-release_claim = lifecycle.release_claim
-
-
-def backoff_seconds(
-    try_number: int, bounds: tuple[float, float] | None = None, *, jitter: bool = False,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Delay before the try after ``try_number``: exponential, within ``bounds`` (a task's
-    ``retry_backoff``, else the settings' min and max); none when the outbox runs everything
-    at once (inline, recording).
-
-    ``base = min * 2 ** (try_number - 1)``; with jitter ``base * U(0.75, 1.25)``; the result
-    is clamped to ``[min, max]``. Jitter spreads the retries of tasks that failed together
-    (a database or API outage) so they do not all come back in the same second.
-    """
-    if outbox.get_outbox().immediate:
-        return 0.0
-    if bounds is None:
-        conf = get_settings()
-        bounds = (conf.retry_backoff_min_seconds, conf.retry_backoff_max_seconds)
-    low, high = bounds
-    delay = low * 2.0 ** min(try_number - 1, 64)
-    if jitter:
-        delay *= 0.75 + 0.5 * rand()
-    return float(min(high, max(low, delay)))
-
-
-def retry_delay(task: Task, exc: BaseException, try_number: int, max_retries: int
-                ) -> float | None:
-    """Seconds until the next try after ``try_number`` failed with ``exc``, or ``None`` when
-    there is none: no retries left, ``give_up_on`` matches, ``retry_on`` is set and does not
-    match, or the task raised ``TaskCancelled``."""
-    if try_number > max_retries or isinstance(exc, TaskCancelled):
-        return None
-    if task.give_up_on is not None and isinstance(exc, task.give_up_on):
-        return None
-    if task.retry_on is not None and not isinstance(exc, task.retry_on):
-        return None
-    return backoff_seconds(try_number, task.retry_backoff, jitter=task.retry_jitter)
+#: Raised by the task, these stop the runner instead of being recorded: the process is being
+#: interrupted, and the try's lease brings the task back.
+_NOT_RECORDED = (KeyboardInterrupt, GeneratorExit)
 
 
 def run_message(
@@ -92,15 +57,18 @@ def run_message(
         return _run(message, on_claim)
 
 
+def not_registered(name: str) -> TaskNotRegistered:
+    return TaskNotRegistered(
+        f"task {name!r} is not registered in this process: define it in the tasks module of "
+        f"an app in INSTALLED_APPS, or add its module to I3TASKS.task_modules, so that every "
+        f"process imports it at startup"
+    )
+
+
 def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> Outcome:
     task = registry.get(message.task_name)
     if task is None:
-        return Outcome(
-            OutcomeStatus.REJECTED,
-            ack=True,
-            execution_uuid=message.execution_uuid,
-            detail=f"task {message.task_name!r} is not registered",
-        )
+        return lifecycle.fail_unrunnable(message, not_registered(message.task_name))
     if (message.expires_at is not None and message.try_number == 1
             and timezone.now() >= message.expires_at):
         expired = lifecycle.expire(message)
@@ -126,13 +94,20 @@ def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> 
     began = time.monotonic()
     try:
         value = task.run(message.args, message.kwargs, metadata, time_limit=task.time_limit)
-    except Exception as exc:  # noqa: BLE001 - any task error is recorded, not raised
+        # on_success's spec (its value comes when the success is recorded); a mistake in it
+        # is this try's error.
+        then = task.on_success.spec([None], {}) if task.on_success is not None else None
+    except _NOT_RECORDED:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any task error is recorded, not raised
+        policy = dataclasses.replace(task.retry_policy, max_retries=message.max_retries)
         return lifecycle.record_failure(
             message, token, exc,
-            retry_in=retry_delay(task, exc, message.try_number, message.max_retries),
+            retry_in=policy.decide(exc, message.try_number,
+                                   immediate=outbox.get_outbox().immediate),
             duration=time.monotonic() - began, progress=running.held_progress(),
         )
     return lifecycle.record_success(
-        message, token, value, on_success=task.on_success, duration=time.monotonic() - began,
+        message, token, value, on_success=then, duration=time.monotonic() - began,
         progress=running.held_progress(),
     )

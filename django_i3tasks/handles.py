@@ -1,24 +1,34 @@
 """``TaskHandle``: what ``.delay()`` returns — the execution, ``.then()`` to chain, its
 result (``get_result``, ``wait_result``, ``await_result``) and ``cancel()``.
 
-``ChainHandle`` is its 0.x name and stays an alias.
+``ChainHandle`` is its 0.x name and stays an alias. A handle knows tasks only as ``Step``: a
+callable that turns a call into an ``ExecutionSpec``, which ``Task`` is.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 from uuid import UUID
 
 from . import lifecycle, results
 from .models import TaskExecution
-
-if TYPE_CHECKING:
-    from .task import Task
+from .spec import ExecutionSpec
 
 #: The return type of the task whose execution a handle stands for.
 R = TypeVar("R")
 P = ParamSpec("P")
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Step(Protocol[P, T_co]):
+    """What ``.then()`` takes: a task (``Task[P, T]``), seen by the spec it makes of a call."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T_co: ...
+
+    def spec(self, args: Sequence[Any], kwargs: dict[str, Any], *, dispatch: bool = True,
+             previous_id: int | None = None) -> ExecutionSpec: ...
 
 
 class TaskHandle(Generic[R]):
@@ -42,13 +52,14 @@ class TaskHandle(Generic[R]):
     task_execution_id = id
     task_uuid = uuid
 
-    def then(self, task: Task[P, T], *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
+    def then(self, task: Step[P, T], *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
         """Run ``task(*args, **kwargs)`` after this step succeeded; returns the new step.
 
         A step added right after ``.delay()`` is never lost, even when this one finished
         before ``.then()`` was called; a step after a failed one is recorded as skipped.
         """
-        return TaskHandle(lifecycle.add_step(self.task_execution, task, args, kwargs))
+        spec = task.spec(args, kwargs, previous_id=self.id)
+        return TaskHandle(lifecycle.add_step(self.task_execution, spec))
 
     def get_result(self) -> results.TaskResult[R]:
         """The execution's ``TaskResult``, read fresh from the database."""

@@ -131,6 +131,18 @@ class TaskMessage:
     #: The execution expires when not started by then (``expires=``): the try is not run.
     expires_at: datetime | None = None
 
+    @classmethod
+    def of(cls, execution: Any, try_id: int, try_number: int) -> TaskMessage:
+        """The message of one try of ``execution`` (a ``TaskExecution``, or any object with
+        its fields): the one way rows become a message."""
+        return cls(
+            execution_id=execution.pk, execution_uuid=execution.uuid, try_id=try_id,
+            try_number=try_number, task_name=execution.task_name,
+            queue_name=execution.queue_name, args=list(execution.args),
+            kwargs=dict(execution.kwargs), max_retries=execution.max_retries,
+            group_id=execution.group_id, expires_at=execution.expires_at,
+        )
+
     def to_json(self) -> bytes:
         body: dict[str, Any] = {
             "v": 1 if self.expires_at is None else FORMAT_VERSION,

@@ -90,6 +90,39 @@ class TaskGroup(models.Model):
         return group
 
 
+class ExecutionQuerySet(models.QuerySet):
+    """Named filters of executions, so callers do not spell statuses out by hand."""
+
+    def open(self) -> ExecutionQuerySet:
+        """Executions that may still run (waiting, scheduled, pending)."""
+        return self.filter(status__in=OPEN_STATUSES)
+
+    def finished(self) -> ExecutionQuerySet:
+        return self.filter(status__in=FINISHED_STATUSES)
+
+    def due(self, now: Any) -> ExecutionQuerySet:
+        """Scheduled executions whose ``eta`` has come (the beat releases them)."""
+        return self.filter(status=ExecutionStatus.SCHEDULED, eta__lte=now)
+
+
+class TryQuerySet(models.QuerySet):
+    """Named filters of tries."""
+
+    def running(self) -> TryQuerySet:
+        return self.filter(status=TryStatus.RUNNING)
+
+    def queued(self) -> TryQuerySet:
+        return self.filter(status=TryStatus.QUEUED)
+
+    def unstarted_since(self, cutoff: Any) -> TryQuerySet:
+        """Queued, due before ``cutoff`` and still not started (its message may be lost)."""
+        return self.filter(status=TryStatus.QUEUED, not_before__lt=cutoff)
+
+    def lease_expired_before(self, cutoff: Any) -> TryQuerySet:
+        """Running, whose worker's lease ran out before ``cutoff`` (it may have died)."""
+        return self.filter(status=TryStatus.RUNNING, lease_expires_at__lt=cutoff)
+
+
 class TaskExecution(models.Model):
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     task_name = models.CharField(max_length=255)
@@ -116,12 +149,17 @@ class TaskExecution(models.Model):
     )
     #: Not started by then: the execution expires and never runs (``expires=``).
     expires_at = models.DateTimeField(null=True, blank=True)
+    #: A waiting execution (chain step, group callback) whose task has ``expires=``: seconds
+    #: from its release to its ``expires_at``, set when it is released.
+    expires_after = models.FloatField(null=True, blank=True)
     #: While an execution with this key (not "") may still run, enqueueing it again returns
     #: (a partial unique index over the open statuses decides, also under concurrency).
     unique_key = models.CharField(max_length=255, blank=True, default="")
     #: ``cancel()`` was called while a try ran (or was about to): ``is_cancelled()`` is true
     #: and no further try is written.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ExecutionQuerySet.as_manager()
 
     class Meta:
         verbose_name = "task execution"
@@ -167,6 +205,8 @@ class TaskExecutionTry(models.Model):
     error_type = models.CharField(max_length=255, blank=True)
     error_message = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+
+    objects = TryQuerySet.as_manager()
 
     class Meta:
         verbose_name = "task execution try"

@@ -8,8 +8,8 @@
   (``recent_failures()``: the beat's answer and the health endpoint show it) and left to the
   recovery sweep: its try is still queued in the database, and the beat publishes it again
   after ``recovery_after_seconds``. Nothing is lost; it is late.
-- ``InlineOutbox`` (``force_sync=True`` or ``outbox="inline"``): every message is run at
-  once, in this process, inside the caller's transaction. For tests.
+- ``InlineOutbox`` (``outbox="inline"``, or its alias ``force_sync=True``): every message is
+  run at once, in this process, inside the caller's transaction. For tests.
 - ``RecordingOutbox`` (``outbox="recording"``, or ``django_i3tasks.testing.recording()``):
   messages are kept, after commit, for a test to inspect and run.
 
@@ -90,11 +90,18 @@ class Recorded:
 
 
 class Outbox:
-    """Where ``lifecycle`` hands the messages of the rows it wrote."""
+    """Where ``lifecycle`` hands the messages of the rows it wrote. The lifecycle asks an
+    outbox what it can do (the flags below), never which class it is."""
 
     #: Retries are due at once (no backoff): the inline and recording outboxes run
     #: everything in one go, and a test should not sleep through a backoff.
     immediate: bool = False
+    #: ``send`` runs each message to its end before it returns, inside the caller's
+    #: transaction: what was just written has finished when the call returns.
+    runs_inline: bool = False
+    #: Messages are run by this process (inline, or by a test from the recording outbox), so
+    #: a task registered only here can run; through Pub/Sub it must be known to the server.
+    runs_in_process: bool = False
 
     def send(self, messages: Sequence[TaskMessage]) -> None:
         """Hand over messages of rows written in the current transaction."""
@@ -144,6 +151,8 @@ class PubSubOutbox(Outbox):
 
 class InlineOutbox(Outbox):
     immediate = True
+    runs_inline = True
+    runs_in_process = True
 
     def send(self, messages: Sequence[TaskMessage]) -> None:
         for message in messages:
@@ -159,6 +168,7 @@ class RecordingOutbox(Outbox):
     """
 
     immediate = True
+    runs_in_process = True
     records: list[Recorded] = field(default_factory=list)
 
     def send(self, messages: Sequence[TaskMessage]) -> None:
@@ -185,9 +195,10 @@ def get_outbox() -> Outbox:
     if _forced:
         return _forced[-1]
     conf = get_settings()
-    if conf.force_sync or conf.outbox == "inline":
+    mode = conf.outbox_mode
+    if mode == "inline":
         return _inline
-    if conf.outbox == "recording":
+    if mode == "recording":
         return recording
     return _pubsub
 

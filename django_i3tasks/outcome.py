@@ -29,8 +29,6 @@ class OutcomeStatus(str, enum.Enum):
     UNKNOWN = "unknown_try"
     #: The try was taken over by another delivery while this one ran (lease expired).
     SUPERSEDED = "superseded"
-    #: The message names a task this process does not know.
-    REJECTED = "rejected"
     #: The execution was cancelled: before this try was claimed, or the task stopped on a
     #: cancel request (raised ``TaskCancelled``, or failed after one). Acknowledged.
     CANCELLED = "cancelled"
@@ -48,6 +46,12 @@ class Outcome:
     detail: str = ""
     #: When redelivery is wanted: seconds until it makes sense.
     retry_after: float | None = None
+
+    @classmethod
+    def of(cls, message: Any, status: OutcomeStatus, ack: bool, **extra: Any) -> Outcome:
+        """The outcome of the try a message (``TaskMessage``) names."""
+        return cls(status, ack=ack, execution_uuid=message.execution_uuid,
+                   try_number=message.try_number, **extra)
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"status": self.status.value}

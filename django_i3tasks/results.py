@@ -4,7 +4,7 @@ Everything here reads committed rows with short autocommit queries; waiting neve
 transaction (or a lock) open between polls. Waiting polls with growing intervals (50 ms,
 x1.5, at most 1 s): a result is seen at most about a second after it is recorded, at a few
 cheap primary-key reads per second per waiter. LISTEN/NOTIFY on PostgreSQL was measured and
-left out (README, "Task control"): it would cost every finished execution one more statement
+left out (``docs/control.md``): it would cost every finished execution one more statement
 whether or not anyone waits, and each waiter a dedicated connection.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -27,7 +27,13 @@ from .exceptions import (
     TaskResultDoesNotExist,
     TaskUsageError,
 )
-from .models import FINISHED_STATUSES, ExecutionStatus, TaskExecution, TryStatus
+from .models import (
+    FINISHED_STATUSES,
+    ExecutionStatus,
+    TaskExecution,
+    TaskExecutionTry,
+    TryStatus,
+)
 
 R = TypeVar("R")
 
@@ -50,12 +56,28 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class TryRecord:
+    """One try of an execution, as recorded."""
+
+    number: int
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+    progress: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class TaskResult(Generic[R]):
     """An execution as recorded when it was read (read again for fresh values).
 
     ``status`` is the execution's status, with ``"running"`` for a pending execution whose
     current try is running. ``error`` is ``"module.Type: message"`` of the latest try when it
     failed. ``progress`` is the latest try's. ``started_at`` is when the first try started.
+    ``TaskResult.of`` is the one place an execution becomes a result: the status endpoint and
+    the ``django.tasks`` backend map from it.
     """
 
     id: UUID
@@ -70,6 +92,54 @@ class TaskResult(Generic[R]):
     finished_at: datetime | None
     #: ``cancel()`` was called (the task may still be running: it was asked to stop).
     cancel_requested: bool = False
+    queue_name: str = ""
+    #: The execution's status without ``"running"`` (what the row says).
+    recorded_status: str = ""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    expires_at: datetime | None = None
+    group_uuid: UUID | None = None
+    #: The return value was not JSON: ``return_value`` is its ``repr``.
+    is_repr: bool = False
+    #: Every try, oldest first.
+    try_records: tuple[TryRecord, ...] = ()
+
+    @classmethod
+    def of(cls, execution: TaskExecution, tries: Sequence[TryRecord] | None = None
+           ) -> TaskResult[Any]:
+        """The result of ``execution`` (its ``result`` and ``group`` are read if not
+        selected with it; its tries are read unless given)."""
+        if tries is None:
+            tries = read_tries(execution.pk)
+        last = tries[-1] if tries else None
+        status = str(execution.status)
+        if status == ExecutionStatus.PENDING and last and last.status == TryStatus.RUNNING:
+            status = "running"
+        stored = getattr(execution, "result", None)
+        group = execution.group if execution.group_id is not None else None
+        started = [t.started_at for t in tries if t.started_at is not None]
+        return cls(
+            id=execution.uuid,
+            task_name=execution.task_name,
+            status=status,
+            return_value=stored.value if stored is not None else None,
+            error=(f"{last.error_type}: {last.error_message}"
+                   if last and last.error_type else None),
+            tries=len(tries),
+            progress=_progress(last.progress) if last else None,
+            enqueued_at=execution.created_at,
+            started_at=min(started) if started else None,
+            finished_at=execution.finished_at,
+            cancel_requested=execution.cancel_requested_at is not None,
+            queue_name=execution.queue_name,
+            recorded_status=str(execution.status),
+            args=tuple(execution.args),
+            kwargs=dict(execution.kwargs),
+            expires_at=execution.expires_at,
+            group_uuid=group.uuid if group is not None else None,
+            is_repr=bool(stored.is_repr) if stored is not None else False,
+            try_records=tuple(tries),
+        )
 
     @property
     def is_finished(self) -> bool:
@@ -92,6 +162,16 @@ class TaskResult(Generic[R]):
         raise TaskUsageError(f"{self.task_name} {self.id} has not finished ({self.status})")
 
 
+def read_tries(execution_id: int) -> list[TryRecord]:
+    """The tries of an execution, oldest first (one query)."""
+    return [
+        TryRecord(**row) for row in TaskExecutionTry.objects.filter(execution_id=execution_id)
+        .order_by("number")
+        .values("number", "status", "started_at", "finished_at", "error_type",
+                "error_message", "traceback", "progress")
+    ]
+
+
 def get_result(execution_uuid: UUID | str, task_name: str | None = None) -> TaskResult[Any]:
     """The ``TaskResult`` of the execution ``execution_uuid``, read now (two queries).
 
@@ -104,35 +184,11 @@ def get_result(execution_uuid: UUID | str, task_name: str | None = None) -> Task
     executions = TaskExecution.objects.filter(uuid=wanted)
     if task_name is not None:
         executions = executions.filter(task_name=task_name)
-    execution = executions.select_related("result").first()
+    execution = executions.select_related("result", "group").first()
     if execution is None:
         raise TaskResultDoesNotExist(f"no execution {wanted}"
                                      + (f" of {task_name}" if task_name else ""))
-    tries = list(
-        execution.tries.order_by("number").values(
-            "status", "started_at", "error_type", "error_message", "progress"
-        )
-    )
-    last = tries[-1] if tries else None
-    status = execution.status
-    if status == ExecutionStatus.PENDING and last and last["status"] == TryStatus.RUNNING:
-        status = "running"
-    result = getattr(execution, "result", None)
-    started = [t["started_at"] for t in tries if t["started_at"] is not None]
-    return TaskResult(
-        id=execution.uuid,
-        task_name=execution.task_name,
-        status=status,
-        return_value=result.value if result is not None else None,
-        error=(f"{last['error_type']}: {last['error_message']}"
-               if last and last["error_type"] else None),
-        tries=len(tries),
-        progress=_progress(last["progress"]) if last else None,
-        enqueued_at=execution.created_at,
-        started_at=min(started) if started else None,
-        finished_at=execution.finished_at,
-        cancel_requested=execution.cancel_requested_at is not None,
-    )
+    return TaskResult.of(execution)
 
 
 def _progress(stored: Any) -> Progress | None:

@@ -23,11 +23,22 @@ process), so ``@receiver(task_finished, sender=my_task)`` listens to one task on
   ``task_finished``: no try started (there was no ``task_started`` either).
 
 Duplicate deliveries send nothing: signals follow the state changes, which happen once.
+
+The lifecycle emits values (the executions it wrote, the message of a try and its outcome)
+through ``enqueued``, ``started`` and ``finished``; this module resolves the sender from the
+registry, so the lifecycle never looks a task up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import transaction
 from django.dispatch import Signal
+
+from .messages import TaskMessage
+from .registry import registry
 
 task_enqueued = Signal()
 task_started = Signal()
@@ -51,3 +62,54 @@ def package_receivers_only(signal: Signal) -> bool:
         )
     except (TypeError, IndexError):
         return False
+
+
+def enqueued(executions: Sequence[Any], *, at_once: bool = False) -> None:
+    """``task_enqueued`` for each execution (model instances just written), after the
+    transaction commits; ``at_once`` for an outbox that runs messages before the commit."""
+    if not task_enqueued.has_listeners():
+        return
+
+    def send() -> None:
+        for execution in executions:
+            task_enqueued.send(
+                sender=registry.get(execution.task_name),
+                execution_uuid=execution.uuid, execution_id=execution.pk,
+                task_name=execution.task_name, queue_name=execution.queue_name,
+                group_id=execution.group_id,
+            )
+
+    _now_or_on_commit(send, at_once)
+
+
+def _now_or_on_commit(send: Callable[[], None], at_once: bool) -> None:
+    if at_once:
+        send()
+    else:
+        transaction.on_commit(send)
+
+
+def _event(message: TaskMessage) -> dict[str, Any]:
+    return {
+        "execution_uuid": message.execution_uuid, "execution_id": message.execution_id,
+        "task_name": message.task_name, "queue_name": message.queue_name,
+        "try_number": message.try_number,
+    }
+
+
+def started(message: TaskMessage) -> None:
+    """``task_started`` for the try of ``message`` (just claimed)."""
+    if task_started.has_listeners():
+        task_started.send(sender=registry.get(message.task_name), **_event(message))
+
+
+def finished(message: TaskMessage, status: str, duration: float, *, error_type: str = "",
+             error_message: str = "", retry_in: float | None = None,
+             return_value: Any = None) -> None:
+    """``task_finished`` for the try of ``message``, whose outcome was just recorded."""
+    if task_finished.has_listeners():
+        task_finished.send(
+            sender=registry.get(message.task_name), **_event(message), status=status,
+            duration=duration, error_type=error_type, error_message=error_message,
+            retry_in=retry_in, return_value=return_value,
+        )

@@ -2,35 +2,39 @@
 
 ``Task[P, R]`` keeps the function's signature, so type checkers check the arguments of
 ``.delay()``, ``.sync_run()`` and ``task(...)`` and know what ``.sync_run()`` returns (the
-awaited value, for an ``async def`` task). Enqueueing goes through ``lifecycle``; this module
-writes nothing itself.
+awaited value, for an ``async def`` task).
 
-Task control (issue 12): decorator options ``time_limit``, ``retry_on``, ``give_up_on``,
-``expires``, ``retry_backoff``, ``retry_jitter`` (all keyword-only, off by default except
-jitter); per-call options through ``task.using(...)``; ``TaskMetadata.set_progress`` and
-``is_cancelled`` for a running ``bind=True`` task.
+A ``Task`` is a frozen value: its fields are the decorator's options and the per-call options
+of ``using()``, which returns a changed copy (``dataclasses.replace``, as ``django.tasks``
+does). Every call is turned into an ``ExecutionSpec`` by ``spec`` (all validation, once,
+before anything is written) and handed to ``lifecycle``; this module writes nothing itself.
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import inspect
-import math
-import time
-import uuid as uuid_module
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 from uuid import UUID
 
+from django.utils import timezone
+
 from . import lifecycle, results
+from . import spec as specs
 from .conf import get_settings
-from .exceptions import InvalidTaskOption, TaskUsageError
+from .exceptions import TaskUsageError
 from .handles import TaskHandle
 from .limits import await_with_limit, call_with_limit
+from .metadata import RunningTry, TaskMetadata
 from .models import TaskGroup
 from .registry import registry
+from .retry import RetryPolicy
+from .spec import ExceptionTypes, ExecutionSpec, Expiry
+
+__all__ = ["GROUP_KWARG", "RunningTry", "Task", "TaskDecorator", "TaskMetadata"]
 
 #: Keyword argument of ``.delay()`` that makes the call a member of a group instead of being
 #: passed to the task (``task.delay(x, __i3group__=group)``).
@@ -40,216 +44,82 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-
-
-class RunningTry:
-    """The claim of the try a task is running: what ``set_progress`` and ``is_cancelled``
-    of its ``TaskMetadata`` use.
-
-    Progress is written at most every ``PROGRESS_INTERVAL`` seconds; a value held back is
-    written with the next one, or when the try's outcome is recorded (same ``UPDATE``). The
-    cancel flag is read at most every ``CANCEL_INTERVAL`` seconds, and once true stays true.
-    """
-
-    PROGRESS_INTERVAL = 0.25
-    CANCEL_INTERVAL = 0.5
-
-    def __init__(self, execution_id: int, try_id: int, token: uuid_module.UUID) -> None:
-        self.execution_id = execution_id
-        self.try_id = try_id
-        self.token = token
-        self._written_at = -math.inf
-        self._held: dict[str, Any] | None = None
-        self._checked_at = -math.inf
-        self._cancelled = False
-
-    def progress(self, value: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if now - self._written_at < self.PROGRESS_INTERVAL:
-            self._held = value
-            return
-        self._written_at, self._held = now, None
-        lifecycle.write_progress(self.try_id, self.token, value)
-
-    def held_progress(self) -> dict[str, Any] | None:
-        """The latest progress not written yet (recorded with the try's outcome)."""
-        return self._held
-
-    def cancelled(self) -> bool:
-        now = time.monotonic()
-        if not self._cancelled and now - self._checked_at >= self.CANCEL_INTERVAL:
-            self._checked_at = now
-            self._cancelled = lifecycle.cancel_requested(self.execution_id)
-        return self._cancelled
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-@dataclass(frozen=True)
-class TaskMetadata:
-    """What a ``bind=True`` task receives as ``task_metadata=``.
-
-    ``execution_uuid`` is ``None`` for a plain inline call (``task(...)``/``.sync_run()``);
-    there ``set_progress`` does nothing and ``is_cancelled`` is False.
-    """
-
-    task_name: str
-    queue_name: str
-    execution_uuid: UUID | None = None
-    execution_id: int | None = None
-    try_number: int = 1
-    max_retries: int = 0
-    group_id: int | None = None
-    running: RunningTry | None = field(default=None, repr=False, compare=False)
-
-    def set_progress(self, current: float, total: float | None = None, message: str = "") -> None:
-        """Report progress (``TaskResult.progress``, the status endpoint, the admin).
-
-        Cheap to call often: at most a few writes a second reach the database, and only
-        while this try holds its claim. In an ``async def`` task use ``aset_progress``.
-        """
-        value = _progress_value(current, total, message)
-        if self.running is None:
-            return
-        if _in_event_loop():
-            raise TaskUsageError("in an async def task use 'await task_metadata.aset_progress()'")
-        self.running.progress(value)
-
-    async def aset_progress(self, current: float, total: float | None = None,
-                            message: str = "") -> None:
-        """``set_progress`` for ``async def`` tasks."""
-        from asgiref.sync import sync_to_async
-
-        value = _progress_value(current, total, message)
-        if self.running is not None:
-            await sync_to_async(self.running.progress)(value)
-
-    def is_cancelled(self) -> bool:
-        """True once ``cancel()`` was called for this execution: stop early (return, or
-        raise ``TaskCancelled`` to record it as cancelled). In an ``async def`` task use
-        ``ais_cancelled``."""
-        if self.running is None:
-            return False
-        if _in_event_loop():
-            raise TaskUsageError("in an async def task use 'await task_metadata.ais_cancelled()'")
-        return self.running.cancelled()
-
-    async def ais_cancelled(self) -> bool:
-        """``is_cancelled`` for ``async def`` tasks."""
-        from asgiref.sync import sync_to_async
-
-        if self.running is None:
-            return False
-        return await sync_to_async(self.running.cancelled)()
-
-
-def _progress_value(current: Any, total: Any, message: Any) -> dict[str, Any]:
-    if not _number(current):
-        raise TaskUsageError(f"set_progress: current must be a number, got {current!r}")
-    if total is not None and not _number(total):
-        raise TaskUsageError(f"set_progress: total must be None or a number, got {total!r}")
-    if not isinstance(message, str):
-        raise TaskUsageError(f"set_progress: message must be a str, got {message!r}")
-    return {"current": current, "total": total, "message": message[:1000]}
-
-
-ExceptionTypes = tuple[type[BaseException], ...]
-
-
-def _exception_types(name: str, value: Any) -> ExceptionTypes | None:
-    if value is None:
-        return None
-    items = value if isinstance(value, tuple | list) else (value,)
-    if not all(isinstance(item, type) and issubclass(item, BaseException) for item in items):
-        raise TaskUsageError(f"{name} must be an exception class or a tuple of them, "
-                             f"got {value!r}")
-    return tuple(items)
-
-
-def _seconds(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if not _number(value):
-        raise TaskUsageError(f"{name} must be seconds (a number), got {value!r}")
-    if value <= 0:
-        raise InvalidTaskOption(f"{name} must be positive, got {value!r}")
-    return float(value)
-
-
-def _backoff(value: Any) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    if (not isinstance(value, tuple | list) or len(value) != 2
-            or not all(_number(v) for v in value)):
-        raise TaskUsageError(f"retry_backoff must be (min_seconds, max_seconds), got {value!r}")
-    low, high = value
-    if not 0 <= low <= high:
-        raise InvalidTaskOption(f"retry_backoff must satisfy 0 <= min <= max, got {value!r}")
-    return float(low), float(high)
-
-
+@dataclass(frozen=True, eq=False, repr=False)
 class Task(Generic[P, R]):
-    """A registered task. Calling it runs the function inline; ``.delay()`` enqueues it."""
+    """A registered task. Calling it runs the function inline; ``.delay()`` enqueues it.
 
-    def __init__(
-        self,
-        func: Callable[P, R] | Callable[P, Coroutine[Any, Any, R]],
-        *,
-        bind: bool = False,
-        queue_name: str | None = None,
-        max_retries: int | None = None,
-        on_success: Task[..., Any] | None = None,
-        time_limit: float | None = None,
-        retry_on: type[BaseException] | ExceptionTypes | None = None,
-        give_up_on: type[BaseException] | ExceptionTypes | None = None,
-        expires: float | timedelta | None = None,
-        retry_backoff: tuple[float, float] | None = None,
-        retry_jitter: bool = True,
-    ) -> None:
+    Decorator options: ``bind``, ``queue_name``, ``max_retries``, ``on_success``,
+    ``time_limit`` (seconds a try may run), ``retry_on`` (only these errors are retried),
+    ``give_up_on`` (these never are), ``expires`` (seconds after it is due within which it
+    must start), ``retry_backoff=(min_s, max_s)`` and ``retry_jitter``. Per call, through
+    ``using()``: ``queue_name``, ``countdown``, ``eta``, ``expires``, ``unique_key``,
+    ``group``.
+    """
+
+    func: Callable[P, R] | Callable[P, Coroutine[Any, Any, R]]
+    _: KW_ONLY
+    bind: bool = False
+    queue_name: str | None = None
+    max_retries: int | None = None
+    on_success: Task[..., Any] | None = None
+    time_limit: float | None = None
+    retry_on: type[BaseException] | ExceptionTypes | None = None
+    give_up_on: type[BaseException] | ExceptionTypes | None = None
+    expires: float | timedelta | None = None
+    retry_backoff: tuple[float, float] | None = None
+    retry_jitter: bool = True
+    # Per call (``using()``); ``call_expires`` is ``using(expires=...)``.
+    countdown: float | None = None
+    eta: datetime | None = None
+    call_expires: Expiry | None = None
+    unique_key: str | None = None
+    group: TaskGroup | None = None
+    #: The dotted path the task is registered and enqueued under.
+    name: str = field(init=False)
+    _signature: inspect.Signature | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        func = self.func
         if not callable(func):
             raise TaskUsageError(f"@TaskDecorator needs a function, got {func!r}")
-        if on_success is not None and not isinstance(on_success, Task):
+        if self.on_success is not None and not isinstance(self.on_success, Task):
             raise TaskUsageError(
                 "on_success must be a task (a function decorated with @TaskDecorator)"
             )
-        self.func = func
-        self.name: str = f"{func.__module__}.{func.__qualname__}"
-        self.bind = bind
-        self.queue_name = queue_name
-        self.max_retries = max_retries
-        self.on_success = on_success
-        #: Seconds a try may run; past it the try fails with ``TimeLimitExceeded``.
-        self.time_limit = _seconds("time_limit", time_limit)
-        #: Only these errors are retried (``None``: every error).
-        self.retry_on = _exception_types("retry_on", retry_on)
-        #: These errors are never retried (checked before ``retry_on``).
-        self.give_up_on = _exception_types("give_up_on", give_up_on)
-        #: Seconds after it is due within which an execution must start, else it expires.
-        self.expires = _seconds("expires", expires)
-        #: ``(min, max)`` seconds of this task's retry backoff (``None``: the settings').
-        self.retry_backoff = _backoff(retry_backoff)
-        if not isinstance(retry_jitter, bool):
-            raise TaskUsageError(f"retry_jitter must be True or False, got {retry_jitter!r}")
-        self.retry_jitter = retry_jitter
-        self.__doc__ = func.__doc__
-        self.__name__ = getattr(func, "__name__", self.name)
-        self.__module__ = func.__module__
-        self.__qualname__ = getattr(func, "__qualname__", self.name)
-        self.__wrapped__ = func
-        registry.register(self)
+        values = {
+            "name": f"{func.__module__}.{getattr(func, '__qualname__', repr(func))}",
+            "bind": specs.flag("bind", self.bind),
+            "queue_name": specs.optional_str("queue_name", self.queue_name),
+            "max_retries": specs.max_retries(self.max_retries),
+            "time_limit": specs.seconds("time_limit", self.time_limit),
+            "retry_on": specs.exception_types("retry_on", self.retry_on),
+            "give_up_on": specs.exception_types("give_up_on", self.give_up_on),
+            "expires": specs.task_expiry(self.expires),
+            "retry_backoff": specs.backoff(self.retry_backoff),
+            "retry_jitter": specs.flag("retry_jitter", self.retry_jitter),
+            "countdown": specs.countdown(self.countdown),
+            "eta": specs.eta(self.eta),
+            "call_expires": specs.call_expiry(self.call_expires),
+            "unique_key": specs.unique_key(self.unique_key),
+            "_signature": _signature_of(func),
+            "__doc__": func.__doc__,
+            "__name__": getattr(func, "__name__", repr(func)),
+            "__module__": func.__module__,
+            "__qualname__": getattr(func, "__qualname__", repr(func)),
+            "__wrapped__": func,
+        }
+        if self.group is not None:
+            specs.group_id(self.group, TaskGroup)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+    def register(self) -> Task[P, R]:
+        """Put the task in the registry (what the decorator does); returns it."""
+        registry.register(self)
+        return self
 
     # -- inline ---------------------------------------------------------------------------
 
@@ -284,7 +154,7 @@ class Task(Generic[P, R]):
     def _inline_metadata(self) -> TaskMetadata:
         return TaskMetadata(task_name=self.name, queue_name=self.effective_queue_name)
 
-    # -- enqueued ---------------------------------------------------------------------------
+    # -- options ----------------------------------------------------------------------------
 
     @property
     def effective_queue_name(self) -> str:
@@ -296,15 +166,106 @@ class Task(Generic[P, R]):
             return self.max_retries
         return get_settings().default_max_retries
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """When a failed try of this task is retried (``retry.RetryPolicy``)."""
+        return RetryPolicy(
+            max_retries=self.effective_max_retries,
+            retry_on=cast("ExceptionTypes | None", self.retry_on),
+            give_up_on=cast("ExceptionTypes | None", self.give_up_on),
+            backoff=self.retry_backoff, jitter=self.retry_jitter,
+        )
+
+    def using(
+        self,
+        *,
+        queue_name: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: Expiry | None = None,
+        unique_key: str | None = None,
+        group: TaskGroup | None = None,
+    ) -> Task[P, R]:
+        """This task with options for the calls made through it, in the style of
+        ``django.tasks``' ``Task.using()``: ``task.using(countdown=60).delay(7)``. Options
+        not given keep their value.
+
+        - ``queue_name``: another configured queue.
+        - ``countdown`` (seconds) / ``eta`` (aware datetime): start no earlier (the beat
+          releases it, to the minute).
+        - ``expires``: seconds or a timedelta counted from when it is due (``eta``, else
+          now), or an aware datetime; not started by then, it never runs (status
+          ``expired``). Overrides the task's ``expires=``.
+        - ``unique_key``: while an execution with this key is waiting, scheduled or pending,
+          ``.delay()`` returns its handle and enqueues nothing.
+        - ``group``: a member of this ``TaskGroup`` (as ``__i3group__=``).
+        """
+        changes: dict[str, Any] = {
+            "queue_name": queue_name, "countdown": countdown, "eta": eta,
+            "call_expires": expires, "unique_key": unique_key, "group": group,
+        }
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    # -- enqueued ---------------------------------------------------------------------------
+
+    def spec(self, args: Sequence[Any], kwargs: dict[str, Any], *, dispatch: bool = True,
+             previous_id: int | None = None) -> ExecutionSpec:
+        """The validated ``ExecutionSpec`` of a call: ``TypeError`` (``TaskUsageError``) for
+        arguments that do not fit the function or are not JSON, and for a task a server
+        would not know, before anything is written."""
+        template = self._template(dispatch=dispatch, previous_id=previous_id)
+        return self._call(template, args, kwargs)
+
+    def specs(self, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]]
+              ) -> list[ExecutionSpec]:
+        """``spec`` of many calls (``map``, the beat): the options are checked once, the
+        arguments of each call; an error names the call's index."""
+        template = self._template()
+        checked = []
+        for index, (args, kwargs) in enumerate(calls):
+            try:
+                checked.append(self._call(template, args, kwargs))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"call {index}: {exc}") from None
+        return checked
+
+    def _template(self, *, dispatch: bool = True, previous_id: int | None = None
+                  ) -> ExecutionSpec:
+        """The spec of a call without its arguments: everything but ``args``/``kwargs``."""
+        specs.registered(self.name, self.func.__module__)
+        waits = not dispatch or previous_id is not None
+        expires = self.call_expires
+        if expires is None and not waits:
+            expires = self.expires
+        eta, expires_at = specs.when(self.countdown, self.eta, expires, waits=waits,
+                                     now=timezone.now())
+        return ExecutionSpec(
+            task_name=self.name, queue_name=specs.queue_name(self.effective_queue_name) or "",
+            max_retries=self.effective_max_retries, eta=eta, expires_at=expires_at,
+            expires_after=cast("float | None", self.expires) if waits and expires is None
+            else None,
+            unique_key=self.unique_key, group_id=specs.group_id(self.group),
+            previous_id=previous_id, dispatch=dispatch,
+        )
+
+    def _call(self, template: ExecutionSpec, args: Sequence[Any], kwargs: dict[str, Any]
+              ) -> ExecutionSpec:
+        args, kwargs = list(args), dict(kwargs)
+        specs.payload(self.name, args, kwargs)
+        if self._signature is not None:
+            specs.bind_arguments(self.name, self._signature, args, kwargs, bound=self.bind)
+        return dataclasses.replace(template, args=args, kwargs=kwargs)
+
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
-        """Enqueue a call: check the arguments are JSON (``TypeError`` naming the argument,
-        before anything is written), write the execution and its first try, publish once the
+        """Enqueue a call: check the arguments (``TypeError`` naming the problem, before
+        anything is written), write the execution and its first try, publish once the
         transaction commits.
 
         ``__i3group__=group`` makes the call a member of a ``TaskGroup``.
         """
         group = cast("TaskGroup | None", kwargs.pop(GROUP_KWARG, None))
-        return TaskHandle(lifecycle.enqueue(self, args, kwargs, group=group))
+        task = self if group is None else self.using(group=group)
+        return TaskHandle(lifecycle.enqueue(task.spec(args, kwargs)))
 
     def async_run(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """The 0.x name of ``delay``."""
@@ -319,51 +280,13 @@ class Task(Generic[P, R]):
         countdown: float | None = None,
         eta: datetime | None = None,
         group: TaskGroup | None = None,
-        expires: float | timedelta | datetime | None = None,
+        expires: Expiry | None = None,
         unique_key: str | None = None,
     ) -> TaskHandle[R]:
-        """``.delay()`` with options: another queue, or a start time (``countdown``/``eta``).
-
-        A delayed call is stored as *scheduled*; the beat endpoint publishes it when due
-        (Pub/Sub has no delayed delivery), so its resolution is the beat's: a minute.
-        ``expires`` and ``unique_key`` as for ``using()``.
-        """
-        return self.using(
-            queue_name=queue_name, countdown=countdown, eta=eta, group=group, expires=expires,
-            unique_key=unique_key,
-        ).delay(*args, **dict(kwargs or {}))
-
-    def using(
-        self,
-        *,
-        queue_name: str | None = None,
-        countdown: float | None = None,
-        eta: datetime | None = None,
-        expires: float | timedelta | datetime | None = None,
-        unique_key: str | None = None,
-        group: TaskGroup | None = None,
-    ) -> TaskOptions[P, R]:
-        """Options for the next ``.delay()``, in the style of ``django.tasks``'
-        ``Task.using()``: ``task.using(countdown=60, unique_key="report:7").delay(7)``.
-
-        - ``queue_name``: another configured queue.
-        - ``countdown`` (seconds) / ``eta`` (aware datetime): start no earlier (the beat
-          releases it, to the minute).
-        - ``expires``: seconds or a timedelta counted from when it is due (``eta``, else
-          now), or an aware datetime; not started by then, it never runs (status
-          ``expired``). Overrides the task's ``expires=``.
-        - ``unique_key``: while an execution with this key is waiting, scheduled or pending,
-          ``.delay()`` returns its handle and enqueues nothing.
-        - ``group``: a member of this ``TaskGroup`` (as ``__i3group__=``).
-        """
-        if countdown is not None and (not _number(countdown) or countdown < 0):
-            raise InvalidTaskOption(f"countdown must be seconds >= 0, got {countdown!r}")
-        if eta is not None and not isinstance(eta, datetime):
-            raise TaskUsageError(f"eta must be a datetime, got {type(eta).__name__}")
-        return TaskOptions(self, {
-            "queue_name": queue_name, "countdown": countdown, "eta": eta, "expires": expires,
-            "unique_key": unique_key, "group": group,
-        })
+        """``.delay()`` with options (Celery's spelling of ``using(...).delay(...)``)."""
+        task = self.using(queue_name=queue_name, countdown=countdown, eta=eta, group=group,
+                          expires=expires, unique_key=unique_key)
+        return TaskHandle(lifecycle.enqueue(task.spec(args, dict(kwargs or {}))))
 
     def get_result(self, execution_uuid: UUID | str) -> results.TaskResult[R]:
         """The ``TaskResult`` of this task's execution ``execution_uuid``;
@@ -378,48 +301,34 @@ class Task(Generic[P, R]):
 
         With ``group=`` every call is a member of that group: the bulk way to fan out.
         """
-        return self._many((((item,), {}) for item in items), group, queue_name)
+        return self._many([((item,), {}) for item in items], group, queue_name)
 
     def starmap(
         self, items: Iterable[Sequence[Any]], *, group: TaskGroup | None = None,
         queue_name: str | None = None,
     ) -> list[TaskHandle[R]]:
         """Like ``map``, but each item is a sequence of positional arguments: ``task(*item)``."""
-        return self._many(((tuple(item), {}) for item in items), group, queue_name)
+        return self._many([(tuple(item), {}) for item in items], group, queue_name)
 
     def _many(
-        self, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+        self, calls: list[tuple[Sequence[Any], dict[str, Any]]],
         group: TaskGroup | None, queue_name: str | None,
     ) -> list[TaskHandle[R]]:
-        executions = lifecycle.enqueue_calls(
-            [(self, args, kwargs) for args, kwargs in calls], group=group, queue_name=queue_name
-        )
-        return [TaskHandle(execution) for execution in executions]
+        task = self.using(group=group, queue_name=queue_name)
+        return [TaskHandle(e) for e in lifecycle.enqueue_many(task.specs(calls))]
 
     def build_chain(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """A handle that is written but not dispatched (e.g. a group callback); add steps
         with ``.then()``."""
-        return TaskHandle(lifecycle.enqueue(self, args, kwargs, dispatch=False))
+        return TaskHandle(lifecycle.enqueue(self.spec(args, kwargs, dispatch=False)))
 
 
-class TaskOptions(Generic[P, R]):
-    """A task with per-call options (``task.using(...)``); ``.delay()`` enqueues with them."""
-
-    def __init__(self, task: Task[P, R], options: dict[str, Any]) -> None:
-        self.task = task
-        self.options = options
-
-    def __repr__(self) -> str:
-        chosen = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if v is not None)
-        return f"<TaskOptions {self.task.name} {chosen}>"
-
-    def using(self, **options: Any) -> TaskOptions[P, R]:
-        """These options with some replaced."""
-        merged = {**self.options, **{k: v for k, v in options.items() if v is not None}}
-        return self.task.using(**merged)
-
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
-        return TaskHandle(lifecycle.enqueue(self.task, args, kwargs, **self.options))
+def _signature_of(func: Callable[..., Any]) -> inspect.Signature | None:
+    """The function's signature, read once (``.delay()`` binds every call to it)."""
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        return None  # a builtin without a signature: calls are not checked
 
 
 class _Decorator(Protocol):
@@ -450,43 +359,28 @@ def TaskDecorator(
 
 
 def TaskDecorator(  # noqa: N802 - public name kept from earlier releases
-    func: Callable[..., Any] | None = None,
-    /,
-    *,
-    bind: bool = False,
-    queue_name: str | None = None,
-    max_retries: int | None = None,
-    on_success: Task[..., Any] | None = None,
-    time_limit: float | None = None,
-    retry_on: type[BaseException] | ExceptionTypes | None = None,
-    give_up_on: type[BaseException] | ExceptionTypes | None = None,
-    expires: float | timedelta | None = None,
-    retry_backoff: tuple[float, float] | None = None,
-    retry_jitter: bool = True,
+    func: Callable[..., Any] | None = None, /, **options: Any
 ) -> Task[Any, Any] | _Decorator:
     """Make a function a task: ``@TaskDecorator`` or ``@TaskDecorator(max_retries=5, ...)``.
 
-    ``time_limit`` (seconds a try may run), ``retry_on`` (only these errors are retried),
-    ``give_up_on`` (these never are), ``expires`` (seconds after it is due within which it
-    must start), ``retry_backoff=(min_s, max_s)`` (this task's backoff bounds) and
-    ``retry_jitter`` (on by default) are described in the README, "Task control".
+    The options are the fields of ``Task`` (``docs/tasks.md``, ``docs/control.md``); an
+    unknown one is a ``TypeError`` naming it, at import time.
     """
-    options: dict[str, Any] = {
-        "bind": bind,
-        "queue_name": queue_name,
-        "max_retries": max_retries,
-        "on_success": on_success,
-        "time_limit": time_limit,
-        "retry_on": retry_on,
-        "give_up_on": give_up_on,
-        "expires": expires,
-        "retry_backoff": retry_backoff,
-        "retry_jitter": retry_jitter,
-    }
+    unknown = set(options) - _DECORATOR_OPTIONS
+    if unknown:
+        raise TaskUsageError(f"@TaskDecorator got unknown option(s): {', '.join(sorted(unknown))}"
+                             f"; it takes {', '.join(sorted(_DECORATOR_OPTIONS))}")
     if func is not None:
-        return Task(func, **options)
+        return Task(func, **options).register()
 
     def decorate(function: Callable[..., Any]) -> Task[Any, Any]:
-        return Task(function, **options)
+        return Task(function, **options).register()
 
     return decorate
+
+
+#: The decorator's options: the fields of ``Task`` that are not per call.
+_DECORATOR_OPTIONS = frozenset(
+    f.name for f in dataclasses.fields(Task)
+    if f.init and f.name not in ("func", "countdown", "eta", "call_expires", "unique_key", "group")
+)

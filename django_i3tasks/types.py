@@ -41,10 +41,6 @@ class PushQueue(_QueueBase):
     oidc_service_account_email: str | None = None
     oidc_audience: str | None = None
 
-    @property
-    def is_push(self) -> bool:
-        return True
-
 
 #: The historical name of a push queue; kept so existing settings keep working.
 Queue = PushQueue
@@ -53,10 +49,6 @@ Queue = PushQueue
 @dataclass(frozen=True)
 class PullQueue(_QueueBase):
     """A queue served by ``manage.py i3tasks_worker --queue NAME`` (streaming pull)."""
-
-    @property
-    def is_push(self) -> bool:
-        return False
 
 
 AnyQueue = PushQueue | PullQueue
@@ -117,7 +109,8 @@ class I3TasksSettings:
     other_queues: tuple[AnyQueue, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     _: KW_ONLY
-    #: ``.delay()`` runs the task inline at once (tests); the same as ``outbox="inline"``.
+    #: ``.delay()`` runs the task inline at once (tests): an alias of ``outbox="inline"``
+    #: (``outbox_mode`` resolves the two).
     force_sync: bool = False
     default_max_retries: int = 3
     run_queue_create_command_on_startup: bool = False
@@ -185,6 +178,11 @@ class I3TasksSettings:
         if isinstance(self.autoclean_older_than, timedelta):
             days = max(1, math.ceil(self.autoclean_older_than.total_seconds() / 86400))
             object.__setattr__(self, "retention_days", days)
+
+    @property
+    def outbox_mode(self) -> str:
+        """How messages leave: ``outbox``, or ``"inline"`` when ``force_sync`` is on."""
+        return "inline" if self.force_sync is True else self.outbox
 
     @property
     def queues(self) -> tuple[AnyQueue, ...]:

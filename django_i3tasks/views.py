@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -27,8 +28,8 @@ from .exceptions import InvalidMessage, RequestRefused
 from .execution import Outcome, OutcomeStatus, run_message
 from .maintenance import health_report
 from .messages import TaskMessage, parse_push_body
-from .models import ExecutionStatus, TaskExecution, TryStatus
-from .registry import registry
+from .models import ExecutionStatus, TaskExecution
+from .results import TaskResult
 from .types import PushQueue
 
 logger = logging.getLogger(__name__)
@@ -121,10 +122,6 @@ def push(request: HttpRequest) -> JsonResponse:
     if not isinstance(queue, PushQueue):
         return error(200, "pull_queue",
                      f"queue {message.queue_name!r} is a pull queue: its worker runs it")
-    if message.task_name not in registry:
-        logger.warning("Push message for unregistered task %s (execution %s)",
-                       message.task_name, message.execution_uuid)
-        return error(200, "unknown_task", f"task {message.task_name!r} is not registered")
     return outcome_response(run_message(message))
 
 
@@ -166,38 +163,38 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
         execution = executions.filter(uuid=wanted).first()
     if execution is None:
         return error(404, "not_found", f"no execution {execution_uuid}")
-    tries = list(execution.tries.order_by("number"))
-    state = execution.status
-    if state == ExecutionStatus.PENDING and tries and tries[-1].status == TryStatus.RUNNING:
-        state = "running"
-    result = getattr(execution, "result", None)
-    progress = tries[-1].progress if tries else None
+    result = TaskResult.of(execution)
     return JsonResponse({
-        "execution": str(execution.uuid),
-        "task": execution.task_name,
-        "queue": execution.queue_name,
-        "status": execution.status,
-        "state": state,
-        "created_at": execution.created_at.isoformat(),
-        "finished_at": execution.finished_at.isoformat() if execution.finished_at else None,
-        "expires_at": execution.expires_at.isoformat() if execution.expires_at else None,
-        "cancel_requested": execution.cancel_requested_at is not None,
-        "progress": progress,
-        "group": str(execution.group.uuid) if execution.group else None,
+        "execution": str(result.id),
+        "task": result.task_name,
+        "queue": result.queue_name,
+        "status": result.recorded_status,
+        "state": result.status,
+        "created_at": result.enqueued_at.isoformat(),
+        "finished_at": _iso(result.finished_at),
+        "expires_at": _iso(result.expires_at),
+        "cancel_requested": result.cancel_requested,
+        "progress": result.try_records[-1].progress if result.try_records else None,
+        "group": str(result.group_uuid) if result.group_uuid else None,
         "tries": [
             {
                 "number": t.number,
                 "status": t.status,
-                "started_at": t.started_at.isoformat() if t.started_at else None,
-                "finished_at": t.finished_at.isoformat() if t.finished_at else None,
+                "started_at": _iso(t.started_at),
+                "finished_at": _iso(t.finished_at),
                 "error_type": t.error_type or None,
                 "error_message": t.error_message or None,
                 "progress": t.progress,
             }
-            for t in tries
+            for t in result.try_records
         ],
-        "result": None if result is None else {"value": result.value, "is_repr": result.is_repr},
+        "result": None if result.recorded_status != ExecutionStatus.SUCCESS
+        else {"value": result.return_value, "is_repr": result.is_repr},
     })
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 @endpoint("GET")

@@ -10,7 +10,7 @@ outcome reaches Pub/Sub:
   again and the message is released from lease management, so Pub/Sub redelivers it then;
 - database or other infrastructure error: the same, 10 s later (a nack that does not spin
   while the database is down);
-- poison (undecodable, another queue's message, unknown task): logged, then acked, or
+- poison (undecodable, another queue's message): logged, then acked, or
   published to the queue's dead-letter topic first when one is configured.
 
 Flow control leases at most ``LEASED_PER_THREAD * concurrency`` messages and a thread pool of
@@ -54,7 +54,6 @@ from .lifecycle import release_claim
 from .messages import InvalidMessage, TaskMessage
 from .outcome import OutcomeStatus
 from .provisioning import dead_letter_path
-from .registry import registry
 from .types import PullQueue
 
 logger = logging.getLogger(__name__)
@@ -262,10 +261,6 @@ class Worker:
         if task_message.queue_name != self.queue.queue_name:
             self._poison(message, "wrong_queue",
                          f"message is for queue {task_message.queue_name!r}")
-            return
-        if task_message.task_name not in registry:
-            self._poison(message, "unknown_task",
-                         f"task {task_message.task_name!r} is not registered")
             return
         running = _Running(message, task_message.try_id)
         with self._running_lock:

@@ -189,12 +189,15 @@ def subprocess_env() -> dict[str, str]:
 
 
 def message_of(handle: Any) -> Any:
-    """The message of an execution's latest try, as its publisher would have sent it."""
-    from django_i3tasks.lifecycle import message_for
+    """The message of an execution's latest try, as its publisher would have sent it
+    (``handle``: a ``TaskHandle`` or a ``TaskExecution``)."""
+    from django_i3tasks.messages import TaskMessage
     from django_i3tasks.models import TaskExecution
 
-    execution = TaskExecution.objects.get(pk=handle.id)
-    return message_for(execution, execution.tries.order_by("-number").first())
+    execution = handle if isinstance(handle, TaskExecution) else \
+        TaskExecution.objects.get(pk=handle.id)
+    latest = execution.tries.order_by("-number").values_list("pk", "number")[0]
+    return TaskMessage.of(execution, *latest)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:

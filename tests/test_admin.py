@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_execution_pages_show_tries_result_chain_and_group(admin_client, no_publish):
-    group = TaskGroup.create(callback=link, total_count=1)
+    group = TaskGroup.create(callback=link.build_chain("joined"), total_count=1)
     first = member.delay(7, __i3group__=group)
     second = first.then(link, "next")
     run_message(no_publish[0])
@@ -37,7 +37,7 @@ def test_execution_pages_show_tries_result_chain_and_group(admin_client, no_publ
 
 
 def test_group_page_shows_counts_and_links_members(admin_client, no_publish):
-    group = TaskGroup.create(callback=link, total_count=3)
+    group = TaskGroup.create(callback=link.build_chain("joined"), total_count=3)
     member.map([1, 2], group=group)
     run_message(no_publish[0])
     page = admin_client.get(reverse("admin:django_i3tasks_taskgroup_change", args=[group.pk]))
@@ -131,7 +131,7 @@ def test_list_pages_use_a_constant_number_of_queries(admin_client, model):
 
 
 def test_execution_page_is_read_only_and_names_its_group_once(admin_client, no_publish):
-    group = TaskGroup.create(callback=link, total_count=1)
+    group = TaskGroup.create(callback=link.build_chain("joined"), total_count=1)
     handle = member.delay(3, __i3group__=group)
     run_message(no_publish[0])
     url = reverse("admin:django_i3tasks_taskexecution_change", args=[handle.id])

@@ -38,10 +38,9 @@ from django_i3tasks.backends import (
     TaskResultDoesNotExist,
     TaskResultStatus,
 )
-from django_i3tasks.lifecycle import message_for
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
 from django_i3tasks.registry import registry
-from tests.conftest import post_at_once, push_envelope, wait_for
+from tests.conftest import message_of, post_at_once, push_envelope, wait_for
 from tests.testapp import api_tasks, tasks
 
 if TASKS_API == "django.tasks":
@@ -285,7 +284,7 @@ def test_duplicate_delivery_of_an_api_task_runs_once(push_queue):
     """The emulator delivers the message while the test posts the same envelope twice more."""
     result = api_tasks.api_slow.enqueue("dup", 0.5)
     execution = TaskExecution.objects.get(uuid=result.id)
-    data, attributes = message_for(execution, execution.tries.get()).encode()
+    data, attributes = message_of(execution).encode()
     body = push_envelope(data, attributes)
     transport.flush()
     answers = post_at_once(push_queue, body, 2)

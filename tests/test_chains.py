@@ -10,7 +10,7 @@ from django.db import connection
 from django_i3tasks import transport
 from django_i3tasks.execution import OutcomeStatus, run_message
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
-from tests.conftest import http, push_envelope, wait_for
+from tests.conftest import http, message_of, push_envelope, wait_for
 from tests.testapp import tasks
 from tests.testapp.chain_tasks import ORDER, broken_link, collect, link, produce
 
@@ -157,10 +157,9 @@ def test_chain_end_to_end_in_order_and_redelivery_does_not_double(push_queue):
     wait_for(lambda: status(c) == ExecutionStatus.SUCCESS, timeout=30)
     assert ORDER == ["e2e-a", "e2e-b", "e2e-c"]
 
-    from django_i3tasks.lifecycle import message_for
 
     execution = TaskExecution.objects.get(pk=a.id)
-    data, attributes = message_for(execution, execution.tries.get()).encode()
+    data, attributes = message_of(execution).encode()
     code, _, body = http("POST", push_queue, push_envelope(data, attributes),
                          {"Content-Type": "application/json"})
     assert code == 200 and b'"duplicate"' in body

@@ -23,7 +23,7 @@ from django_i3tasks import (
 )
 from django_i3tasks.conf import get_settings, pubsub_config
 from django_i3tasks.models import TaskExecutionTry
-from tests.conftest import http, pull_messages, push_envelope, subprocess_env, wait_for
+from tests.conftest import http, message_of, pull_messages, push_envelope, subprocess_env, wait_for
 from tests.middleware import PUSHES, idle
 from tests.testapp import control_tasks as ct
 from tests.testapp.tasks import CALLS
@@ -230,12 +230,11 @@ def test_an_async_task_runs_from_the_push_view_under_asgi(no_publish):
     the server's event loop."""
     from django.test import AsyncClient
 
-    from django_i3tasks.lifecycle import message_for
     from django_i3tasks.models import TaskExecution
 
     handle = ct.async_add.delay(4, 5)
     execution = TaskExecution.objects.get(pk=handle.id)
-    data, attributes = message_for(execution, execution.tries.get()).encode()
+    data, attributes = message_of(execution).encode()
     response = asyncio.run(AsyncClient().post(
         "/i3/tasks-push/", push_envelope(data, attributes), content_type="application/json"
     ))

@@ -9,16 +9,17 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_i3tasks.execution import OutcomeStatus, backoff_seconds, run_message
-from django_i3tasks.lifecycle import message_for
+from django_i3tasks.execution import OutcomeStatus, run_message
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry, TryStatus
+from django_i3tasks.retry import backoff_seconds
+from tests.conftest import message_of
 from tests.testapp import tasks
 
 
 def queued_message(task, *args, **kwargs):
     """Write an execution like .delay() does (messages go to the ``no_publish`` list)."""
     execution = TaskExecution.objects.get(pk=task.delay(*args, **kwargs).id)
-    return message_for(execution, execution.tries.get())
+    return message_of(execution)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -119,13 +120,23 @@ def test_unknown_try_is_acknowledged(no_publish):
 
 
 @pytest.mark.django_db
-def test_unregistered_task_is_rejected_without_touching_rows(no_publish):
+def test_unregistered_task_fails_its_execution_for_good_naming_the_fix(no_publish):
+    """A task this process does not know is never dropped silently: its execution fails at
+    once, with an error that says how to register it, and a duplicate changes nothing."""
     import dataclasses
 
-    message = queued_message(tasks.add, 5, 5)
-    outcome = run_message(dataclasses.replace(message, task_name="tests.testapp.nope.task"))
-    assert outcome.status == OutcomeStatus.REJECTED and outcome.ack
-    assert TaskExecutionTry.objects.get(pk=message.try_id).status == TryStatus.QUEUED
+    message = dataclasses.replace(queued_message(tasks.add, 5, 5),
+                                  task_name="tests.testapp.nope.task")
+    outcome = run_message(message)
+    assert outcome.status == OutcomeStatus.FAILED and outcome.ack
+    assert outcome.detail == "django_i3tasks.exceptions.TaskNotRegistered"
+    failed = TaskExecutionTry.objects.get(pk=message.try_id)
+    assert failed.status == TryStatus.FAILED
+    assert "'tests.testapp.nope.task' is not registered" in failed.error_message
+    assert "I3TASKS.task_modules" in failed.error_message
+    assert failed.execution.status == "failed"
+    assert TaskExecutionTry.objects.filter(execution_id=message.execution_id).count() == 1
+    assert run_message(message).status == OutcomeStatus.DUPLICATE
 
 
 def test_backoff_is_exponential_and_bounded(i3settings):

@@ -76,14 +76,14 @@ def test_callback_must_be_a_task_or_an_undispatched_chain(no_publish):
 
 @pytest.mark.django_db
 def test_empty_group_fires_at_once(no_publish):
-    group = TaskGroup.create(callback=link, total_count=0)
+    group = TaskGroup.create(callback=link.build_chain("joined"), total_count=0)
     assert group.status == GroupStatus.SUCCESS
     assert len(callback_messages(no_publish, group)) == 1
 
 
 @pytest.mark.django_db
 def test_redelivered_member_counts_once(no_publish):
-    group = TaskGroup.create(callback=link, total_count=2)
+    group = TaskGroup.create(callback=link.build_chain("joined"), total_count=2)
     first = member.delay(1, __i3group__=group)
     member.delay(2, __i3group__=group)
     message_1, message_2 = no_publish
@@ -181,7 +181,7 @@ def test_failing_member_among_concurrent_successes_fails_the_group(no_publish, i
 
 @pytest.mark.django_db
 def test_bulk_fan_out_costs_a_few_statements_not_one_per_member(no_publish):
-    group = TaskGroup.create(callback=link, total_count=1000)
+    group = TaskGroup.create(callback=link.build_chain("joined"), total_count=1000)
     with CaptureQueriesContext(connection) as captured:
         handles = member.map(range(1000), group=group)
     statements = len(captured.captured_queries)

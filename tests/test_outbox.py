@@ -13,7 +13,7 @@ from django_i3tasks import beat, outbox, transport
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
 from django_i3tasks.testing.emulator import free_port
 from django_i3tasks.types import Schedule
-from tests.conftest import http, wait_for
+from tests.conftest import http, message_of, wait_for
 from tests.testapp import tasks
 
 MINUTELY = Schedule("tests.testapp.beat_tasks", "tick", "* * * * *", ["unreachable"])
@@ -100,7 +100,6 @@ def test_a_delivery_returns_only_after_its_follow_up_messages_left(pull_queue, m
     """The push view answers (and the worker acks) only once the next try's message is out:
     on Cloud Run the CPU may be throttled after the answer."""
     from django_i3tasks.execution import OutcomeStatus, run_message
-    from django_i3tasks.lifecycle import message_for
 
     published = []
     real_publish = transport.publish_many
@@ -113,7 +112,7 @@ def test_a_delivery_returns_only_after_its_follow_up_messages_left(pull_queue, m
     handle = tasks.fails_once.delay("follow-up")
     execution = TaskExecution.objects.get(pk=handle.id)
     monkeypatch.setattr(transport, "publish_many", spy)
-    outcome = run_message(message_for(execution, execution.tries.get()))
+    outcome = run_message(message_of(execution))
     assert outcome.status == OutcomeStatus.RETRY
     assert len(published) == 1 and published[0].done()
     assert len(published[0].result()) == 1 and isinstance(published[0].result()[0], str)

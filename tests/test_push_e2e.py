@@ -7,7 +7,6 @@ import time
 import pytest
 
 from django_i3tasks import transport
-from django_i3tasks.lifecycle import message_for
 from django_i3tasks.models import (
     ExecutionStatus,
     TaskExecution,
@@ -15,7 +14,7 @@ from django_i3tasks.models import (
     TaskExecutionTry,
     TryStatus,
 )
-from tests.conftest import post_at_once, push_envelope, wait_for
+from tests.conftest import message_of, post_at_once, push_envelope, wait_for
 from tests.middleware import PUSHES, idle
 from tests.testapp import tasks
 
@@ -84,7 +83,7 @@ def test_same_envelope_three_times_runs_once(push_queue):
     """The emulator delivers the message while the test posts the same envelope twice more."""
     handle = tasks.slow.delay("dup", 0.5)
     execution = TaskExecution.objects.get(pk=handle.id)
-    data, attributes = message_for(execution, execution.tries.get()).encode()
+    data, attributes = message_of(execution).encode()
     body = push_envelope(data, attributes)
     transport.flush()
     answers = post_at_once(push_queue, body, 2)

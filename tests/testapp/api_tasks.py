@@ -1,7 +1,7 @@
 """Tasks written against Django's tasks API (``django.tasks`` on Django 6, the ``django-tasks``
 backport before it), run by ``django_i3tasks.backends.PubSubBackend``.
 
-Imported by ``tests/test_backends.py`` only, which skips when neither API is installed.
+Imported at startup by the test app (tests/testapp/apps.py) when an API is installed.
 """
 
 import asyncio

@@ -1,0 +1,179 @@
+"""Every hand-written SQL statement of the package, by name.
+
+The ORM writes most statements. These few are written by hand because they are the hot path
+(one round trip where the ORM would take several, or a ``Q`` tree compiled on every
+delivery) or because the ORM cannot say them (data-modifying CTEs, ``ON CONFLICT``). Each is
+built once per database connection alias and model (table and column names quoted for that
+vendor) and cached; callers pass the parameters in the order the docstring gives.
+
+Vendors: ``claim_try`` runs everywhere; ``succeed_try``, ``insert_linked`` and
+``insert_many_linked`` are PostgreSQL only (callers fall back to the ORM elsewhere);
+``insert_new`` is PostgreSQL's and SQLite's ``INSERT ... ON CONFLICT DO NOTHING``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .models import TaskExecution, TaskExecutionResult, TaskExecutionTry
+
+_cache: dict[tuple[Any, ...], Any] = {}
+
+
+def _cached(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    known = _cache.get(key)
+    if known is None:
+        known = _cache[key] = build()
+    return known
+
+
+def _columns(model: Any, connection: Any, *names: str) -> dict[str, str]:
+    quote = connection.ops.quote_name
+    return {name: quote(model._meta.get_field(name).column) for name in names}
+
+
+def claim_try(connection: Any) -> str:
+    """Claim a due, queued try, or a running one whose lease expired, under a new token.
+
+    Parameters: running status, started at, lease expires at, token, try id, execution id,
+    try number, queued status, now, running status, now. The row count says whether the
+    claim was won.
+    """
+    def build() -> str:
+        column = _columns(TaskExecutionTry, connection, "status", "started_at",
+                          "lease_expires_at", "claim_token", "claims", "id", "execution",
+                          "number", "not_before")
+        table = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
+        return (
+            f"UPDATE {table} SET {column['status']} = %s, "
+            f"{column['started_at']} = %s, {column['lease_expires_at']} = %s, "
+            f"{column['claim_token']} = %s, {column['claims']} = {column['claims']} + 1 "
+            f"WHERE {column['id']} = %s AND {column['execution']} = %s "
+            f"AND {column['number']} = %s AND (({column['status']} = %s "
+            f"AND {column['not_before']} <= %s) OR ({column['status']} = %s "
+            f"AND {column['lease_expires_at']} < %s))"
+        )
+
+    return str(_cached(("claim_try", connection.alias), build))
+
+
+def succeed_try(connection: Any, *, progress_cast: str | None, value_column: str,
+                value_cast: str, unless_next: bool) -> str:
+    """PostgreSQL: finish a try (guarded by its claim token), insert its result and finish
+    its pending execution in one statement (data-modifying CTEs). Rows are locked in the
+    order the other databases' three statements use (try, then execution).
+
+    Parameters: [execution id when ``unless_next``], success status, finished at,
+    [progress when ``progress_cast``], try id, token, running status, execution id, value,
+    is_repr, created at, success status, finished at, execution id, pending status.
+
+    Returns one row ``(finished, updated, has_next)``. With ``unless_next`` the statement
+    first locks the execution row (``FOR NO KEY UPDATE``, the order ``cancel`` and
+    ``record_failure`` use) and changes nothing when ``has_next`` is set.
+    """
+    def build() -> str:
+        quote = connection.ops.quote_name
+        tries = quote(TaskExecutionTry._meta.db_table)
+        results = quote(TaskExecutionResult._meta.db_table)
+        executions = quote(TaskExecution._meta.db_table)
+        lock_sql = guard_sql = ""
+        if unless_next:
+            lock_sql = (f"x AS (SELECT has_next FROM {executions} WHERE id = %s "
+                        "FOR NO KEY UPDATE), ")
+            guard_sql = " AND NOT COALESCE((SELECT has_next FROM x), false)"
+        progress_sql = f", progress = {progress_cast}" if progress_cast else ""
+        return (
+            f"WITH {lock_sql}t AS (UPDATE {tries} SET status = %s, "
+            f"finished_at = %s, lease_expires_at = NULL{progress_sql} "
+            f"WHERE id = %s AND claim_token = %s AND status = %s{guard_sql} RETURNING id), "
+            f"r AS (INSERT INTO {results} "
+            f"(execution_id, task_try_id, {value_column}, is_repr, created_at) "
+            f"SELECT %s, t.id, {value_cast}, CAST(%s AS boolean), CAST(%s AS timestamptz) "
+            "FROM t RETURNING id), "
+            f"e AS (UPDATE {executions} SET status = %s, finished_at = %s "
+            "WHERE id = %s AND status = %s AND EXISTS (SELECT 1 FROM t) RETURNING has_next) "
+            "SELECT EXISTS (SELECT 1 FROM t), EXISTS (SELECT 1 FROM e), "
+            + ("COALESCE((SELECT has_next FROM x), false)" if unless_next
+               else "(SELECT has_next FROM e)")
+        )
+
+    key = ("succeed_try", connection.alias, progress_cast, value_column, value_cast, unless_next)
+    return str(_cached(key, build))
+
+
+def insert_linked(parent_model: Any, child_model: Any, link: str, connection: Any,
+                  p_fields: list[Any], c_fields: list[Any]) -> str:
+    """PostgreSQL: a parent row and a child row pointing to it, in one statement.
+
+    ``WITH p AS (INSERT ... RETURNING id) INSERT INTO child VALUES ((SELECT id FROM p), ...)``.
+    Parameters: the values of ``p_fields``, then of ``c_fields``. Returns
+    ``(parent pk, child pk)``.
+    """
+    def build() -> str:
+        quote = connection.ops.quote_name
+        p_meta, c_meta = parent_model._meta, child_model._meta
+        fk = c_meta.get_field(link)
+        return (
+            f"WITH p AS (INSERT INTO {quote(p_meta.db_table)} "
+            f"({', '.join(quote(f.column) for f in p_fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(p_fields))}) RETURNING {quote(p_meta.pk.column)}) "
+            f"INSERT INTO {quote(c_meta.db_table)} "
+            f"({quote(fk.column)}, {', '.join(quote(f.column) for f in c_fields)}) "
+            f"VALUES ((SELECT {quote(p_meta.pk.column)} FROM p), "
+            f"{', '.join(['%s'] * len(c_fields))}) "
+            f"RETURNING {quote(fk.column)}, {quote(c_meta.pk.column)}"
+        )
+
+    key = ("insert_linked", parent_model, child_model, link, connection.vendor)
+    return str(_cached(key, build))
+
+
+def insert_many_linked(parent_model: Any, child_model: Any, link: str, key: str,
+                       connection: Any, varying: list[Any], picks: list[str],
+                       p_cols: list[str], p_exprs: list[str], c_cols: list[str],
+                       c_exprs: list[str]) -> str:
+    """PostgreSQL: one parent per element of a JSON document and a child linked to each.
+
+    Parameters: the parents' constant values, the JSON document (``db.json_rows``), the
+    children's constant values. Returns ``(key, parent pk, child pk)`` rows.
+    """
+    quote = connection.ops.quote_name
+    p_meta, c_meta = parent_model._meta, child_model._meta
+    fk = c_meta.get_field(link)
+    p_pk, c_pk = quote(p_meta.pk.column), quote(c_meta.pk.column)
+    return (
+        f"WITH p AS (INSERT INTO {quote(p_meta.db_table)} "
+        f"({', '.join([quote(f.column) for f in varying] + p_cols)}) "
+        f"SELECT {', '.join(picks + p_exprs)} FROM json_array_elements(%s::json) AS r(value) "
+        f"RETURNING {p_pk}, {quote(p_meta.get_field(key).column)}), "
+        f"c AS (INSERT INTO {quote(c_meta.db_table)} ({quote(fk.column)}, {', '.join(c_cols)}) "
+        f"SELECT p.{p_pk}, {', '.join(c_exprs)} FROM p RETURNING {quote(fk.column)}, {c_pk}) "
+        f"SELECT p.{quote(p_meta.get_field(key).column)}, p.{p_pk}, c.{c_pk} "
+        f"FROM p JOIN c ON c.{quote(fk.column)} = p.{p_pk}"
+    )
+
+
+def insert_new(model: Any, connection: Any, fields: list[Any], unique: list[str],
+               returning: list[str] | None, *, picks: list[str] | None = None,
+               rows: int = 0) -> str:
+    """Insert rows that do not exist yet: ``INSERT ... ON CONFLICT (unique) DO NOTHING``
+    [``RETURNING``]. On PostgreSQL the rows come as one JSON parameter read with ``picks``
+    (``db.json_rows``); on SQLite as ``rows`` ``VALUES`` lists of one parameter per field."""
+    quote = connection.ops.quote_name
+    head = (
+        f"INSERT INTO {quote(model._meta.db_table)} "
+        f"({', '.join(quote(f.column) for f in fields)}) "
+    )
+    tail = (
+        f" ON CONFLICT ({', '.join(quote(model._meta.get_field(n).column) for n in unique)})"
+        " DO NOTHING"
+    )
+    if returning is not None:
+        tail += " RETURNING " + ", ".join(
+            quote(model._meta.get_field(n).column) for n in returning)
+    if picks is not None:
+        return (head + f"SELECT {', '.join(picks)} "
+                "FROM json_array_elements(%s::json) AS r(value)" + tail)
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    return f"{head}VALUES {', '.join([placeholders] * rows)}{tail}"

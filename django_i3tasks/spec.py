@@ -1,0 +1,266 @@
+"""What to enqueue, validated once: ``ExecutionSpec`` and every option check of the public API.
+
+The public API (``Task``, ``.using()``, ``.delay()``, ``map``, ``.then()``, the ``django.tasks``
+backend) turns a call into an ``ExecutionSpec`` here, and the lifecycle writes specs without
+checking anything again. So a bad argument or option is refused before anything is written,
+with an exception under ``I3TasksError`` that names it:
+
+- ``TaskUsageError`` (a ``TypeError``): a value of the wrong kind, arguments that do not fit
+  the function's signature, arguments JSON cannot carry (``ArgumentsNotSerializable``);
+- ``InvalidTaskOption`` (a ``ValueError``): a value of the right kind out of range, a payload
+  over ``max_payload_bytes`` (``PayloadTooLarge``).
+
+The model is ``django.tasks``: a task is a frozen value whose ``using()`` returns a changed copy
+(``dataclasses.replace``), and the backend's ``validate_task`` checks it once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from . import outbox
+from .conf import get_queue, get_settings
+from .exceptions import InvalidTaskOption, TaskUsageError
+from .messages import check_payload
+from .registry import registry
+
+#: What ``expires=`` accepts: seconds or a timedelta (counted from when the execution is due:
+#: its ``eta``, else now), or an aware datetime (per call only).
+Expiry = float | timedelta | datetime
+ExceptionTypes = tuple[type[BaseException], ...]
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    """One execution to write: everything the lifecycle needs, already validated.
+
+    ``dispatch=False`` (a chain step, a group callback) or ``previous_id`` writes it *waiting*;
+    an ``eta`` in the future writes it *scheduled*; otherwise it is *pending* with its first
+    try. ``expires_at`` is absolute; ``expires_after`` (the task's ``expires=`` option, for a
+    waiting execution) is counted from its release and stored on the row for that moment.
+    """
+
+    task_name: str
+    queue_name: str
+    max_retries: int
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    eta: datetime | None = None
+    expires_at: datetime | None = None
+    expires_after: float | None = None
+    unique_key: str | None = None
+    group_id: int | None = None
+    previous_id: int | None = None
+    dispatch: bool = True
+
+    @property
+    def waits(self) -> bool:
+        """Written *waiting*: released by what comes before it."""
+        return not self.dispatch or self.previous_id is not None
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def seconds(name: str, value: Any) -> float | None:
+    """A positive number of seconds (a timedelta is converted), or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if not is_number(value):
+        raise TaskUsageError(f"{name} must be seconds (a number), got {value!r}")
+    if value <= 0:
+        raise InvalidTaskOption(f"{name} must be positive, got {value!r}")
+    return float(value)
+
+
+def exception_types(name: str, value: Any) -> ExceptionTypes | None:
+    """An exception class or a tuple of them, as a tuple; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    items = value if isinstance(value, tuple | list) else (value,)
+    if not all(isinstance(item, type) and issubclass(item, BaseException) for item in items):
+        raise TaskUsageError(f"{name} must be an exception class or a tuple of them, "
+                             f"got {value!r}")
+    return tuple(items)
+
+
+def backoff(value: Any) -> tuple[float, float] | None:
+    """``retry_backoff=(min_seconds, max_seconds)``."""
+    if value is None:
+        return None
+    if (not isinstance(value, tuple | list) or len(value) != 2
+            or not all(is_number(v) for v in value)):
+        raise TaskUsageError(f"retry_backoff must be (min_seconds, max_seconds), got {value!r}")
+    low, high = value
+    if not 0 <= low <= high:
+        raise InvalidTaskOption(f"retry_backoff must satisfy 0 <= min <= max, got {value!r}")
+    return float(low), float(high)
+
+
+def max_retries(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TaskUsageError(f"max_retries must be an int, got {value!r}")
+    if not 0 <= value <= 1000:
+        raise InvalidTaskOption(f"max_retries must be from 0 to 1000, got {value!r}")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TaskUsageError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def countdown(value: Any) -> float | None:
+    if value is not None and (not is_number(value) or value < 0):
+        raise InvalidTaskOption(f"countdown must be seconds >= 0, got {value!r}")
+    return None if value is None else float(value)
+
+
+def eta(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TaskUsageError(f"eta must be a datetime, got {type(value).__name__}")
+    if timezone.is_naive(value):
+        raise InvalidTaskOption("eta must be an aware datetime")
+    return value
+
+
+def task_expiry(value: Any) -> float | None:
+    """The decorator's ``expires=``: seconds or a timedelta (a datetime is per call only)."""
+    if isinstance(value, datetime):
+        raise TaskUsageError("@TaskDecorator(expires=) takes seconds or a timedelta; give a "
+                             "datetime per call with task.using(expires=...)")
+    return seconds("expires", value)
+
+
+def call_expiry(value: Any) -> Expiry | None:
+    """``using(expires=)``: like the decorator's, or an aware datetime."""
+    if isinstance(value, datetime):
+        if timezone.is_naive(value):
+            raise InvalidTaskOption("expires must be an aware datetime")
+        return value
+    if value is None:
+        return None
+    if not isinstance(value, timedelta) and not is_number(value):
+        raise TaskUsageError(
+            f"expires must be seconds, a timedelta or a datetime, got {type(value).__name__}"
+        )
+    number = value.total_seconds() if isinstance(value, timedelta) else value
+    if number <= 0:
+        raise InvalidTaskOption(f"expires must be a positive number of seconds, got {value!r}")
+    return float(number)
+
+
+def unique_key(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
+        raise TaskUsageError(f"unique_key must be a str of 1-255 characters, got {value!r}")
+    return value
+
+
+def optional_str(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TaskUsageError(f"{name} must be a str, got {value!r}")
+    return value
+
+
+def registered(name: str, module: str) -> None:
+    """``TaskUsageError`` for a task that a server process would not know: registered only
+    after Django started, and sent through Pub/Sub (the inline and recording outboxes run it
+    in this process, where it is known)."""
+    if registry.known_at_startup(name) or outbox.get_outbox().runs_in_process:
+        return
+    raise TaskUsageError(
+        f"{name} was registered after Django started, so a push or worker process would not "
+        f"know it and could not run it. Define it in an installed app's tasks module, or add "
+        f"{module!r} to I3TASKS.task_modules (modules imported at startup)."
+    )
+
+
+def queue_name(value: Any) -> str | None:
+    """A configured queue's name (``None``: the task's, else the default queue)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TaskUsageError(f"queue_name must be a str, got {value!r}")
+    return get_queue(value).queue_name
+
+
+def group_id(group: Any, model: type | None = None) -> int | None:
+    """The id of a ``TaskGroup`` (``__i3group__=``, ``group=``)."""
+    if group is None:
+        return None
+    if model is not None and not isinstance(group, model):
+        raise TaskUsageError(f"__i3group__ must be a TaskGroup, got {type(group).__name__}")
+    pk = getattr(group, "pk", None)
+    if not isinstance(pk, int):
+        raise TaskUsageError("the group must be saved (TaskGroup.create) before members join it")
+    return pk
+
+
+# --- calls ------------------------------------------------------------------------------------
+
+
+def bind_arguments(name: str, signature: inspect.Signature, args: Sequence[Any],
+                   kwargs: dict[str, Any], *, bound: bool = False) -> None:
+    """``TaskUsageError`` (a ``TypeError``) when ``args``/``kwargs`` do not fit the task
+    function's ``signature``: checked at ``.delay()``, as calling the function would, instead
+    of failing every try later. A ``bind=True`` task's ``task_metadata`` is supplied by the
+    runner."""
+    if bound:
+        if "task_metadata" in kwargs:
+            raise TaskUsageError(f"{name}: task_metadata is given by the runner, not by the call")
+        kwargs = {**kwargs, "task_metadata": None}
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TaskUsageError(f"{name}{signature}: {exc}") from None
+
+
+def payload(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """``ArgumentsNotSerializable`` naming the first argument JSON cannot carry,
+    ``PayloadTooLarge`` past ``I3TASKS.max_payload_bytes``."""
+    check_payload(name, args, kwargs, get_settings().max_payload_bytes)
+
+
+def expiry_time(expires: Expiry | None, due: datetime) -> datetime | None:
+    """When an execution due at ``due`` expires, for a validated ``expires``."""
+    if expires is None or isinstance(expires, datetime):
+        return expires
+    if isinstance(expires, timedelta):
+        expires = expires.total_seconds()
+    return due + timedelta(seconds=expires)
+
+
+def when(countdown_seconds: float | None, at: datetime | None,
+         expires: Expiry | None, *, waits: bool, now: datetime
+         ) -> tuple[datetime | None, datetime | None]:
+    """``(eta, expires_at)`` of a call; ``InvalidTaskOption`` when it could never run."""
+    if countdown_seconds is not None and at is not None:
+        raise TaskUsageError("give countdown or eta, not both")
+    if countdown_seconds is not None:
+        at = now + timedelta(seconds=countdown_seconds)
+    expires_at = None if waits and expires is None else expiry_time(expires, at or now)
+    if expires_at is not None and at is not None and expires_at <= at:
+        raise InvalidTaskOption(
+            f"expires ({expires_at.isoformat()}) is not after eta ({at.isoformat()}): "
+            "the task could never run"
+        )
+    return at, expires_at

@@ -1,0 +1,107 @@
+"""Each named statement of ``django_i3tasks.queries``, run against the database on its own."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from django_i3tasks import db, queries
+from django_i3tasks.models import (
+    ScheduleSlot,
+    TaskExecution,
+    TaskExecutionResult,
+    TaskExecutionTry,
+)
+
+pytestmark = pytest.mark.django_db
+postgres_only = pytest.mark.skipif(connection.vendor != "postgresql",
+                                   reason="a PostgreSQL statement (data-modifying CTEs)")
+
+
+def _queued(**try_fields: object) -> TaskExecutionTry:
+    execution = TaskExecution.objects.create(task_name="tests.q", queue_name="default")
+    return TaskExecutionTry.objects.create(execution=execution, number=1, **try_fields)
+
+
+def _claim(task_try: TaskExecutionTry, token: uuid.UUID) -> int:
+    now = timezone.now()
+    field = TaskExecutionTry._meta.get_field("claim_token")
+    with connection.cursor() as cursor:
+        cursor.execute(queries.claim_try(connection), [
+            "running", now, now + timedelta(seconds=60),
+            field.get_db_prep_value(token, connection), task_try.pk,
+            task_try.execution_id, task_try.number, "queued", now, "running", now,
+        ])
+        return cursor.rowcount
+
+
+def test_claim_try_claims_a_due_try_once_and_an_expired_lease_again() -> None:
+    task_try = _queued()
+    first = uuid.uuid4()
+    assert _claim(task_try, first) == 1
+    assert _claim(task_try, uuid.uuid4()) == 0  # running, lease not expired
+    task_try.refresh_from_db()
+    assert (task_try.status, task_try.claim_token, task_try.claims) == ("running", first, 1)
+    TaskExecutionTry.objects.filter(pk=task_try.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert _claim(task_try, uuid.uuid4()) == 1  # its worker died
+    later = _queued(not_before=timezone.now() + timedelta(hours=1))
+    assert _claim(later, uuid.uuid4()) == 0  # not due yet
+
+
+@postgres_only
+@pytest.mark.parametrize("has_next", [False, True])
+def test_succeed_try_records_try_result_and_execution_in_one_statement(has_next: bool) -> None:
+    task_try = _queued()
+    token = uuid.uuid4()
+    assert _claim(task_try, token) == 1
+    TaskExecution.objects.filter(pk=task_try.execution_id).update(has_next=has_next)
+    column, cast, value = db.prepared(TaskExecutionResult, "value", {"v": 1}, "default")
+    sql = queries.succeed_try(connection, progress_cast=None, value_column=column,
+                              value_cast=cast, unless_next=True)
+    now = timezone.now()
+    row = db.fetch_one(sql, [task_try.execution_id, "success", now, task_try.pk, token,
+                             "running", task_try.execution_id, value, False, now, "success",
+                             now, task_try.execution_id, "pending"], "default")
+    task_try.refresh_from_db()
+    if has_next:  # a chain step waits: nothing changes, the caller records in a transaction
+        assert row == (False, False, True)
+        assert task_try.status == "running" and not TaskExecutionResult.objects.exists()
+    else:
+        assert row == (True, True, False)
+        assert task_try.status == "success"
+        assert TaskExecutionResult.objects.get(task_try=task_try).value == {"v": 1}
+        assert TaskExecution.objects.get(pk=task_try.execution_id).status == "success"
+
+
+@postgres_only
+def test_insert_linked_writes_a_parent_and_its_child_in_one_statement() -> None:
+    execution = TaskExecution(task_name="tests.q", queue_name="default")
+    first = TaskExecutionTry(execution=execution, number=1)
+    assert db.insert_linked(execution, first, "execution")
+    assert TaskExecutionTry.objects.get(pk=first.pk).execution_id == execution.pk
+
+
+@postgres_only
+def test_insert_many_linked_matches_parents_to_children_in_order() -> None:
+    rows = [{"uuid": uuid.uuid4(), "task_name": f"tests.q{n}", "queue_name": "default"}
+            for n in range(7)]
+    pairs = db.insert_many_linked(TaskExecution, rows, {"status": "pending"}, "uuid",
+                                  TaskExecutionTry, "execution", {"number": 1})
+    assert pairs is not None and len(pairs) == 7
+    for row, (execution_id, try_id) in zip(rows, pairs, strict=True):
+        assert TaskExecution.objects.get(pk=execution_id).uuid == row["uuid"]
+        assert TaskExecutionTry.objects.get(pk=try_id).execution_id == execution_id
+
+
+def test_insert_new_skips_rows_that_exist_and_returns_only_what_it_wrote() -> None:
+    slot = timezone.now().replace(second=0, microsecond=0)
+    rows = [{"schedule_key": key, "slot": slot, "created_at": slot} for key in ("a", "b")]
+    assert db.count_new(ScheduleSlot, rows[:1], ["schedule_key", "slot"]) == 1
+    written = db.insert_new(ScheduleSlot, rows, ["schedule_key", "slot"], ["schedule_key"])
+    assert written == [("b",)]
+    assert ScheduleSlot.objects.count() == 2
