@@ -18,7 +18,7 @@ import pytest
 
 from django_i3tasks import TaskGroup
 from django_i3tasks.models import ExecutionStatus, TaskExecution
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.testapp.chain_tasks import broken_link, link, member
 from tests.testapp.tasks import add, fails_once
 

@@ -26,7 +26,7 @@ from google.auth import crypt, jwt
 from django_i3tasks import auth
 from django_i3tasks.exceptions import AuthError
 from django_i3tasks.models import TaskExecution, TaskExecutionResult, TaskExecutionTry
-from tests.conftest import http, push_envelope
+from tests.helpers import http, push_envelope
 from tests.testapp import tasks
 
 SERVICE_ACCOUNT = "pubsub-push@i3tasks-test.iam.gserviceaccount.com"

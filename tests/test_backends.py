@@ -41,7 +41,7 @@ from django_i3tasks.backends import (
 from django_i3tasks.lifecycle import message_for
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
 from django_i3tasks.registry import registry
-from tests.conftest import post_at_once, push_envelope, wait_for
+from tests.helpers import post_at_once, push_envelope, wait_for
 from tests.testapp import api_tasks, tasks
 
 if TASKS_API == "django.tasks":

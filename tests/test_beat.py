@@ -25,7 +25,7 @@ from django_i3tasks.models import (
     TryStatus,
 )
 from django_i3tasks.types import Schedule
-from tests.conftest import http, pull_all, wait_for
+from tests.helpers import http, pull_all, wait_for
 from tests.testapp import tasks
 from tests.testapp.beat_tasks import tick
 

@@ -10,7 +10,7 @@ from django.db import connection
 from django_i3tasks import transport
 from django_i3tasks.execution import OutcomeStatus, run_message
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
-from tests.conftest import http, push_envelope, wait_for
+from tests.helpers import http, push_envelope, wait_for
 from tests.testapp import tasks
 from tests.testapp.chain_tasks import ORDER, broken_link, collect, link, produce
 

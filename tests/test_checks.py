@@ -245,7 +245,7 @@ def test_push_body_bound_covers_a_real_envelope():
 
     from django_i3tasks.checks import push_body_bytes
     from django_i3tasks.messages import TaskMessage
-    from tests.conftest import push_envelope
+    from tests.helpers import push_envelope
 
     payload = 1024 * 1024
     args = ["x" * (payload - len(json.dumps([[""], {}])))]

@@ -30,7 +30,7 @@ from django_i3tasks.exceptions import InvalidTaskOption, TaskUsageError
 from django_i3tasks.execution import OutcomeStatus, backoff_seconds, run_message
 from django_i3tasks.messages import TaskMessage, sign
 from django_i3tasks.models import TaskExecution, TaskExecutionTry
-from tests.conftest import message_of
+from tests.helpers import message_of
 from tests.testapp import control_tasks as ct
 from tests.testapp.tasks import CALLS
 

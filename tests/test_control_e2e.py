@@ -23,7 +23,7 @@ from django_i3tasks import (
 )
 from django_i3tasks.conf import get_settings, pubsub_config
 from django_i3tasks.models import TaskExecutionTry
-from tests.conftest import http, pull_messages, push_envelope, subprocess_env, wait_for
+from tests.helpers import http, pull_messages, push_envelope, subprocess_env, wait_for
 from tests.middleware import PUSHES, idle
 from tests.testapp import control_tasks as ct
 from tests.testapp.tasks import CALLS

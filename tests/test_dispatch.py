@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 
 from django_i3tasks.models import TaskExecution
-from tests.conftest import pull_all
+from tests.helpers import pull_all
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -19,7 +19,7 @@ from django_i3tasks.models import (
     TaskExecutionTry,
     TaskGroup,
 )
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.testapp import tasks
 from tests.testapp.chain_tasks import ORDER, link, member, member_fails
 

@@ -23,7 +23,7 @@ from django_i3tasks.models import (
     TaskGroup,
     TryStatus,
 )
-from tests.conftest import message_of, wait_for
+from tests.helpers import message_of, wait_for
 from tests.testapp import tasks
 from tests.testapp.chain_tasks import link, produce
 

@@ -17,7 +17,7 @@ from django.test import Client
 from django_i3tasks.execution import run_message
 from django_i3tasks.messages import SIGNATURE_ATTRIBUTE, TaskMessage, sign
 from django_i3tasks.models import TaskExecution, TaskExecutionTry
-from tests.conftest import push_envelope
+from tests.helpers import push_envelope
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,7 @@ from django_i3tasks import beat, outbox, transport
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
 from django_i3tasks.testing.emulator import free_port
 from django_i3tasks.types import Schedule
-from tests.conftest import http, wait_for
+from tests.helpers import http, wait_for
 from tests.testapp import tasks
 
 MINUTELY = Schedule("tests.testapp.beat_tasks", "tick", "* * * * *", ["unreachable"])

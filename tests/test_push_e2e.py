@@ -15,7 +15,7 @@ from django_i3tasks.models import (
     TaskExecutionTry,
     TryStatus,
 )
-from tests.conftest import post_at_once, push_envelope, wait_for
+from tests.helpers import post_at_once, push_envelope, wait_for
 from tests.middleware import PUSHES, idle
 from tests.testapp import tasks
 

@@ -13,7 +13,7 @@ from django.db import transaction
 from django_i3tasks import signals, transport
 from django_i3tasks.execution import OutcomeStatus, run_message
 from django_i3tasks.models import ExecutionStatus, TaskExecution
-from tests.conftest import http, message_of, push_envelope, wait_for
+from tests.helpers import http, message_of, push_envelope, wait_for
 from tests.testapp import tasks
 
 

@@ -38,7 +38,7 @@ def test_publish_many_settles_every_message_with_its_id_across_requests(pull_que
     """2,500 messages (three requests of at most 1,000) to one queue: one future whose result
     has an id per message, in order, and every message arrives once."""
     from django_i3tasks.conf import get_settings, pubsub_config
-    from tests.conftest import pull_messages
+    from tests.helpers import pull_messages
 
     queue = get_settings().default_queue
     payloads = [f"m{i}".encode() for i in range(2500)]

@@ -17,7 +17,7 @@ from django_i3tasks.models import (
     TaskExecutionTry,
     TaskGroup,
 )
-from tests.conftest import http, push_envelope
+from tests.helpers import http, push_envelope
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)

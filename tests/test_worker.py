@@ -27,7 +27,7 @@ from django_i3tasks.models import TaskExecution, TaskExecutionTry
 from django_i3tasks.testing.processes import OutputProcess
 from django_i3tasks.types import PullQueue
 from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
-from tests.conftest import pull_messages, subprocess_env, wait_for
+from tests.helpers import pull_messages, subprocess_env, wait_for
 from tests.testapp.models import Effect
 from tests.testapp.worker_tasks import nap, nap_fails
 
