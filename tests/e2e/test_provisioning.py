@@ -123,7 +123,7 @@ def _env(tmp_path):
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.startup_settings",
-        "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parent.parent),
+        "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[2]),
         "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
         "I3TASKS_TEST_DB": "sqlite",
         "I3TASKS_SQLITE_PATH": str(tmp_path / "startup.sqlite3"),

@@ -44,7 +44,7 @@ def test_readme_shows_the_example_as_it_runs():
     source = Path(__file__).read_text()
     example = re.search(r"# --- README example \(begin\) ---\n(.*?)# --- README example \(end",
                         source, re.S).group(1).strip()
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert example in readme
 
 

@@ -31,7 +31,7 @@ from tests.helpers import pull_messages, subprocess_env, wait_for
 from tests.testapp.models import Effect
 from tests.testapp.worker_tasks import nap, nap_fails
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 transactional = pytest.mark.django_db(transaction=True)
 
 

@@ -29,7 +29,7 @@ from tests.testapp import control_tasks as ct
 from tests.testapp.tasks import CALLS
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def status(handle) -> str:

@@ -21,7 +21,7 @@ from django_i3tasks.testing.emulator import (
     find_emulator_jar,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _java_available() -> bool:

@@ -24,7 +24,7 @@ from tests.testapp.tasks import add, fails_once
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WIDTH = 1366
 PASSWORD = "browser-test-password"  # noqa: S105 - a throwaway user of the test database
 
