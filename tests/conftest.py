@@ -134,6 +134,30 @@ def no_publish() -> Iterator[list[Any]]:
         yield sent
 
 
+@pytest.fixture(scope="module")
+def cert_server() -> Iterator[Any]:
+    """A local server of OIDC signing certificates (``tests/oidc.py``), one per test module."""
+    from tests.oidc import CertServer
+
+    server = CertServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def oidc(cert_server: Any, i3settings: Callable[..., Any]) -> Iterator[Any]:
+    """OIDC on for the push and beat endpoints, certificates from the local server."""
+    from django_i3tasks import auth
+    from tests.oidc import SERVICE_ACCOUNT
+
+    cert_server.reset()
+    auth.certificates.clear()
+    i3settings(oidc_service_account_emails=(SERVICE_ACCOUNT,), oidc_certs_url=cert_server.url,
+               oidc_audience=None)
+    yield cert_server
+    auth.certificates.clear()
+
+
 @pytest.fixture(autouse=True)
 def _reset_calls() -> None:
     from django_i3tasks import beat

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -13,8 +11,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from django_i3tasks import beat, transport
-from django_i3tasks.beat import latest_slot, parse_schedule_time, run_beat
+from django_i3tasks import beat
+from django_i3tasks.beat import run_beat
 from django_i3tasks.execution import run_message
 from django_i3tasks.models import (
     ExecutionStatus,
@@ -22,10 +20,8 @@ from django_i3tasks.models import (
     ScheduleState,
     TaskExecution,
     TaskExecutionTry,
-    TryStatus,
 )
 from django_i3tasks.types import Schedule
-from tests.helpers import http, pull_all, wait_for
 from tests.testapp import tasks
 from tests.testapp.beat_tasks import tick
 
@@ -50,48 +46,6 @@ def executions(tag: str) -> int:
 
 
 # -- slots -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("schedule", "when", "expected"),
-    [
-        (MINUTELY, "2026-11-23T12:00:00", "2026-11-23T12:00:00"),
-        (MINUTELY, "2026-11-23T12:00:59.999", "2026-11-23T12:00:00"),
-        (HOURLY, "2026-11-23T12:59:00", "2026-11-23T12:00:00"),
-        (DAILY, "2026-11-23T03:29:00", "2026-11-22T03:30:00"),
-        (
-            Schedule("m", "f", "0 9 * * *", timezone="Europe/Rome"),
-            "2026-11-23T08:30:00",  # 09:30 in Rome (UTC+1 in November)
-            "2026-11-23T08:00:00",
-        ),
-        (
-            Schedule("m", "f", "0 9 * * *", timezone="Europe/Rome"),
-            "2026-07-01T07:30:00",  # 09:30 in Rome (UTC+2 in July)
-            "2026-07-01T07:00:00",
-        ),
-    ],
-)
-def test_latest_slot(schedule, when, expected):
-    assert latest_slot(schedule, at(when)) == at(expected)
-
-
-def test_slot_window_is_latest_and_next_slot():
-    from django_i3tasks.beat import _slot_window
-
-    assert _slot_window("0 * * * *", "UTC", at("2026-11-23T12:30:00")) == (
-        at("2026-11-23T12:00:00"), at("2026-11-23T13:00:00"))
-    assert _slot_window("* * * * *", "UTC", at("2026-11-23T12:00:00")) == (
-        at("2026-11-23T12:00:00"), at("2026-11-23T12:01:00"))
-
-
-def test_schedule_time_header():
-    now = at("2026-11-23T12:00:30")
-    assert parse_schedule_time("2026-11-23T12:00:00Z", now) == at("2026-11-23T12:00:00")
-    assert parse_schedule_time("2026-11-23T12:00:00.52Z", now) == at("2026-11-23T12:00:00.52")
-    assert parse_schedule_time("2026-11-23T13:00:00+01:00", now) == at("2026-11-23T12:00:00")
-    for bad in ("yesterday", "2026-11-23T12:00:00", "", "2026-11-23T13:00:00Z"):
-        with pytest.raises(ValueError, match="ScheduleTime"):
-            parse_schedule_time(bad, now)
 
 
 @pytest.mark.django_db(transaction=True)  # the process cache is filled after commit
@@ -181,30 +135,6 @@ def test_eta_must_be_aware_and_exclusive_with_countdown():
 # -- lost-message recovery -----------------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_lost_publish_runs_once_after_the_recovery_window(push_queue, monkeypatch, i3settings):
-    real_publish = transport.publish_many
-
-    def lost(messages, timeout):
-        raise ConnectionError("simulated publish failure after commit")
-
-    monkeypatch.setattr(transport, "publish_many", lost)
-    handle = tick.delay("lost")
-    monkeypatch.setattr(transport, "publish_many", real_publish)
-    window = 600
-    i3settings(recovery_after_seconds=window)
-    assert run_beat(now=timezone.now() + timedelta(seconds=window - 30)).republished == 0
-    assert run_beat(now=timezone.now() + timedelta(seconds=window + 5)).republished == 1
-    transport.flush()
-    wait_for(lambda: TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.SUCCESS)
-    # A later beat finds nothing to recover; the try ran once.
-    assert run_beat(now=timezone.now() + timedelta(seconds=3 * window)).republished == 0
-    task_try = TaskExecutionTry.objects.get(execution_id=handle.id)
-    assert task_try.claims == 1 and task_try.status == TryStatus.SUCCESS
-    assert task_try.republished_at is not None
-    assert tasks.CALLS["tick:lost"] == 1
-
-
 @pytest.mark.django_db
 def test_republishing_a_try_that_was_not_lost_runs_it_once(no_publish, i3settings):
     """The original message was only slow: both copies arrive; the claim runs it once."""
@@ -220,40 +150,6 @@ def test_republishing_a_try_that_was_not_lost_runs_it_once(no_publish, i3setting
 
 
 # -- the endpoint --------------------------------------------------------------------------
-
-
-@pytest.mark.django_db(transaction=True)
-def test_20_concurrent_calls_for_one_minute_enqueue_each_schedule_once(
-    pull_queue, live_server, i3settings
-):
-    other = Schedule("tests.testapp.beat_tasks", "tick", "*/5 * * * *", ["five"])
-    i3settings(schedules=(MINUTELY, HOURLY, other))
-    url = f"{live_server.url}/i3/tasks-beat/"
-    headers = {"X-CloudScheduler-ScheduleTime": this_minute()[0]}
-    answers = []
-    barrier = threading.Barrier(20)
-
-    def call():
-        barrier.wait()
-        answers.append(http("POST", url, b"", headers))
-
-    threads = [threading.Thread(target=call) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert [code for code, _, _ in answers] == [200] * 20, answers
-    enqueued = [e for _, _, body in answers for e in json.loads(body)["enqueued"]]
-    assert sorted(e["schedule"] for e in enqueued) == sorted([MINUTELY.key, HOURLY.key,
-                                                              other.key])
-    for tag in ("minutely", "hourly", "five"):
-        assert executions(tag) == 1
-    # What reached Pub/Sub: exactly one message per schedule; running them: one effect each.
-    messages = pull_all()
-    assert sorted(m.args[0] for m in messages) == ["five", "hourly", "minutely"]
-    for message in messages:
-        run_message(message)
-    assert [tasks.CALLS[f"tick:{t}"] for t in ("minutely", "hourly", "five")] == [1, 1, 1]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -300,7 +196,6 @@ def test_beat_command_once(i3settings, no_publish, capsys):
     assert executions("minutely") == 1
 
 
-
 # -- schedule state: a call evaluates what is due, not every schedule ----------------------
 
 
@@ -344,7 +239,6 @@ def test_a_new_process_evaluates_only_the_due_schedules(i3settings, no_publish, 
 def test_queries_per_call_do_not_grow_with_schedules_that_are_not_due(
     i3settings, no_publish
 ):
-    from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     def steady_queries(schedules: int, hour: int) -> int:
@@ -396,49 +290,3 @@ def test_a_late_call_never_moves_a_schedule_back_and_lost_rows_come_back(
     assert executions("minutely") == 1 and executions("hourly") == 1
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrency is proven on "
-                    "PostgreSQL (SQLite serialises writers)")
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_first_calls_of_fresh_processes_fire_each_slot_once(
-    i3settings, no_publish
-):
-    """Eight processes start at once on an empty state table: their syncs insert the same
-    rows, their calls select the same due rows and advance them; each slot runs once."""
-    from django.db import connections
-
-    schedules = tuple(
-        Schedule("tests.testapp.beat_tasks", "tick", cron, [f"race-{i}"], name=f"race-{i}")
-        for i, cron in enumerate(["* * * * *", "0 * * * *", "*/5 * * * *", "30 3 * * *"] * 5)
-    )
-    i3settings(schedules=schedules)
-    beat.forget(keep_state=True)  # no rebuild: every thread syncs into the empty table
-    barrier = threading.Barrier(8)
-    reports, errors = [], []
-
-    def fresh_process(minute: str) -> None:
-        try:
-            barrier.wait()
-            with beat._book_lock:  # each thread plays a process of its own
-                book = beat._sync(schedules, rebuild=False)
-            assert set(book) == {s.key for s in schedules}
-            barrier.wait()
-            reports.append(run_beat(at(minute)))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=fresh_process, args=("2026-11-23T12:00:00",))
-               for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    enqueued = sorted(e["schedule"] for r in reports for e in r.enqueued)
-    assert enqueued == sorted(s.key for s in schedules if s.cron != "30 3 * * *")
-    assert ScheduleState.objects.count() == len(schedules)
-    assert ScheduleSlot.objects.count() == len(enqueued)
-    assert set(ScheduleState.objects.filter(key__in=enqueued).values_list(
-        "last_slot", flat=True)) == {at("2026-11-23T12:00:00")}
-    assert len(no_publish) == len(enqueued)

@@ -36,8 +36,8 @@ from django_i3tasks.models import (
     TaskGroup,
 )
 from django_i3tasks.registry import registry
+from tests.oidc import GOOD_KEY, KEY_ID, OTHER_KEY, SERVICE_ACCOUNT, CertServer
 from tests.testapp import tasks
-from tests.unit.test_auth import GOOD_KEY, KEY_ID, OTHER_KEY, SERVICE_ACCOUNT, CertServer
 
 pytestmark = pytest.mark.django_db
 

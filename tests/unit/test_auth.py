@@ -1,312 +1,25 @@
-"""OIDC authentication of the push view (real HTTP) and of the beat (RequestFactory).
+"""OIDC tokens and the certificate cache, and the beat's authentication (RequestFactory).
 
-Tokens are signed here with locally generated RSA keys; their certificates are served by a
-small HTTP server in this process, which ``oidc_certs_url`` points at, exactly as Google's
-``https://www.googleapis.com/oauth2/v1/certs`` serves its own.
+Tokens are signed with the locally generated RSA keys of ``tests/oidc.py``; their certificates
+are served by a small HTTP server in this process, which ``oidc_certs_url`` points at, exactly
+as Google's ``https://www.googleapis.com/oauth2/v1/certs`` serves its own. The push view's
+authentication over real HTTP is in ``tests/e2e/test_auth_push.py``.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from django.test import RequestFactory
-from google.auth import crypt, jwt
 
 from django_i3tasks import auth
 from django_i3tasks.exceptions import AuthError
-from django_i3tasks.models import TaskExecution, TaskExecutionResult, TaskExecutionTry
-from tests.helpers import http, push_envelope
-from tests.testapp import tasks
+from tests.oidc import CERTS, OTHER_KEY, SERVICE_ACCOUNT, CertServer, make_token, self_signed_cert
 
-SERVICE_ACCOUNT = "pubsub-push@i3tasks-test.iam.gserviceaccount.com"
-KEY_ID = "test-key-1"
 BEAT_SECRET = "beat-secret-7f3a9c"
-
-
-# --- keys, certificates and tokens ---------------------------------------------------------
-
-
-def _private_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _self_signed_cert(key: rsa.RSAPrivateKey) -> str:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "i3tasks test signer")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-GOOD_KEY = _private_key()
-OTHER_KEY = _private_key()
-CERTS = {KEY_ID: _self_signed_cert(GOOD_KEY)}
-
-
-def make_token(audience: Any, *, key: rsa.RSAPrivateKey = GOOD_KEY, kid: str = KEY_ID,
-               **claims: Any) -> str:
-    """A Google-style ID token; ``claims`` override or (with None) remove standard claims."""
-    now = int(time.time())
-    payload = {
-        "aud": audience, "iss": "https://accounts.google.com", "iat": now, "exp": now + 3600,
-        "email": SERVICE_ACCOUNT, "email_verified": True, "sub": "1234567890",
-        "azp": "1234567890",
-    }
-    payload.update(claims)
-    payload = {name: value for name, value in payload.items() if value is not None}
-    signer = crypt.RSASigner(key, key_id=kid)
-    return jwt.encode(signer, payload).decode()
-
-
-class CertServer:
-    """Serves ``body`` at any path; counts requests. Tests change body/status/headers."""
-
-    def __init__(self) -> None:
-        self.reset()
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # http.server calls do_<METHOD>
-                with server._lock:
-                    server.hits += 1
-                time.sleep(server.delay)
-                self.send_response(server.status)
-                self.send_header("Content-Type", "application/json")
-                for name, value in server.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(server.body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/oauth2/v1/certs"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def reset(self) -> None:
-        self.body: bytes = json.dumps(CERTS).encode()
-        self.status = 200
-        self.headers: dict[str, str] = {"Cache-Control": "public, max-age=3600"}
-        self.delay = 0.0
-        self.hits = 0
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def cert_server() -> Iterator[CertServer]:
-    server = CertServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def oidc(cert_server: CertServer, i3settings: Callable[..., Any]) -> Iterator[CertServer]:
-    """OIDC on for the push and beat endpoints, certificates from the local server."""
-    cert_server.reset()
-    auth.certificates.clear()
-    i3settings(oidc_service_account_emails=(SERVICE_ACCOUNT,), oidc_certs_url=cert_server.url,
-               oidc_audience=None)
-    yield cert_server
-    auth.certificates.clear()
-
-
-# --- push view, over real HTTP -------------------------------------------------------------
-
-
-def state() -> tuple[dict[str, int], list[dict[str, Any]]]:
-    counts = {model.__name__: model.objects.count()
-              for model in (TaskExecution, TaskExecutionTry, TaskExecutionResult)}
-    return counts, list(TaskExecutionTry.objects.order_by("pk").values("pk", "status", "claims"))
-
-
-def queued_push(no_publish: list[Any]) -> bytes:
-    """A real queued execution of ``add(2, 3)`` and the push body Pub/Sub would send for it."""
-    tasks.add.delay(2, 3)
-    data, attributes = no_publish[-1].encode()
-    return push_envelope(data, attributes)
-
-
-def push_url(live_server: Any) -> str:
-    return f"{live_server.url}/i3/tasks-push/"
-
-
-@pytest.mark.django_db(transaction=True)
-def test_valid_token_runs_the_task(live_server, oidc, no_publish):
-    body = queued_push(no_publish)
-    token = make_token(push_url(live_server))
-    status, headers, content = http("POST", push_url(live_server), body,
-                                    {"Authorization": f"Bearer {token}"})
-    assert status == 200, content
-    assert json.loads(content)["status"] == "success"
-    assert tasks.CALLS["add:2:3"] == 1
-    assert TaskExecutionTry.objects.get().status == "success"
-    assert TaskExecutionResult.objects.get().value == 5
-
-
-@pytest.mark.django_db(transaction=True)
-def test_configured_audience_is_required(live_server, oidc, no_publish, i3settings):
-    """With ``oidc_audience`` set, the request URL no longer counts as an audience."""
-    i3settings(oidc_audience="https://tasks.example.com/i3/tasks-push/")
-    body = queued_push(no_publish)
-    before = state()
-    status, _, content = http("POST", push_url(live_server), body,
-                              {"Authorization": f"Bearer {make_token(push_url(live_server))}"})
-    assert status == 403 and "audience" in json.loads(content)["detail"]
-    assert state() == before and tasks.CALLS.total() == 0
-    token = make_token("https://tasks.example.com/i3/tasks-push/")
-    status, _, content = http("POST", push_url(live_server), body,
-                              {"Authorization": f"Bearer {token}"})
-    assert status == 200 and json.loads(content)["status"] == "success"
-    assert tasks.CALLS["add:2:3"] == 1
-
-
-def _now() -> int:
-    return int(time.time())
-
-
-REFUSED = [
-    # (id, Authorization header builder taking the expected audience, status, detail part)
-    ("missing header", lambda aud: None, 401, "missing Authorization"),
-    ("basic scheme", lambda aud: "Basic cHVzaDpwdXNo", 401, "scheme must be Bearer"),
-    ("token without scheme", lambda aud: make_token(aud), 401, "scheme must be Bearer"),
-    ("empty bearer", lambda aud: "Bearer ", 401, "empty bearer token"),
-    ("not a jwt", lambda aud: "Bearer not-a-token", 403, "not a JWT"),
-    ("garbage parts", lambda aud: "Bearer a.b.c", 403, "not base64url JSON"),
-    ("wrong audience", lambda aud: f"Bearer {make_token('https://elsewhere.example/')}", 403,
-     "audience"),
-    ("wrong issuer", lambda aud: f"Bearer {make_token(aud, iss='https://evil.example')}", 403,
-     "issuer"),
-    ("expired", lambda aud: f"Bearer {make_token(aud, iat=_now() - 7200, exp=_now() - 3600)}",
-     403, "expired"),
-    ("issued in the future", lambda aud: f"Bearer {make_token(aud, iat=_now() + 3600)}", 403,
-     "future"),
-    ("no expiry", lambda aud: f"Bearer {make_token(aud, exp=None)}", 403, "'exp'"),
-    ("signed by another key", lambda aud: f"Bearer {make_token(aud, key=OTHER_KEY)}", 403,
-     "signature does not verify"),
-    ("unknown key id", lambda aud: f"Bearer {make_token(aud, key=OTHER_KEY, kid='rogue')}", 403,
-     "not one of Google's signing keys"),
-    ("unknown service account",
-     lambda aud: f"Bearer {make_token(aud, email='intruder@evil.iam.gserviceaccount.com')}",
-     403, "is not allowed"),
-    ("similar service account",
-     lambda aud: f"Bearer {make_token(aud, email='push@i3tasks-test.iam.gserviceaccount.com')}",
-     403, "is not allowed"),
-    ("email not verified", lambda aud: f"Bearer {make_token(aud, email_verified=False)}", 403,
-     "not verified"),
-    ("email_verified is 1", lambda aud: f"Bearer {make_token(aud, email_verified=1)}", 403,
-     "not verified"),
-    ("no email", lambda aud: f"Bearer {make_token(aud, email=None)}", 403, "is not allowed"),
-]
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("name, header, status, detail", REFUSED, ids=[c[0] for c in REFUSED])
-def test_refused_tokens_change_nothing(live_server, oidc, no_publish, name, header, status,
-                                      detail):
-    body = queued_push(no_publish)
-    before = state()
-    authorization = header(push_url(live_server))
-    headers = {"Content-Type": "application/json"}
-    if authorization is not None:
-        headers["Authorization"] = authorization
-    answer, response_headers, content = http("POST", push_url(live_server), body, headers)
-    assert answer == status, content
-    assert response_headers["Content-Type"] == "application/json"
-    payload = json.loads(content)
-    assert payload["status"] == "error"
-    assert payload["error"] == ("unauthenticated" if status == 401 else "forbidden")
-    assert detail in payload["detail"], payload
-    if authorization:
-        secret = authorization.partition(" ")[2] or authorization
-        assert secret.encode() not in content, "the token is echoed"
-    assert state() == before
-    assert tasks.CALLS.total() == 0
-
-
-@pytest.mark.django_db(transaction=True)
-def test_token_in_query_string_is_ignored(live_server, oidc, no_publish):
-    body = queued_push(no_publish)
-    before = state()
-    token = make_token(push_url(live_server))
-    for query in (f"?access_token={token}", f"?token={token}", f"?authorization=Bearer+{token}"):
-        status, _, content = http("POST", push_url(live_server) + query, body)
-        assert status == 401, content
-    assert state() == before and tasks.CALLS.total() == 0
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("failure", ["server error", "not json", "not certificates", "down"])
-def test_certificate_fetch_failure_answers_503(live_server, oidc, no_publish, i3settings,
-                                               failure):
-    if failure == "server error":
-        oidc.status = 500
-    elif failure == "not json":
-        oidc.body = b"<html>maintenance</html>"
-    elif failure == "not certificates":
-        oidc.body = json.dumps({KEY_ID: "not a certificate"}).encode()
-    else:
-        i3settings(oidc_certs_url="http://127.0.0.1:9/certs")  # discard port: nothing listens
-    body = queued_push(no_publish)
-    before = state()
-    token = make_token(push_url(live_server))
-    status, headers, content = http("POST", push_url(live_server), body,
-                                    {"Authorization": f"Bearer {token}"})
-    assert status == 503, content
-    assert json.loads(content)["error"] == "auth_unavailable"
-    assert headers["Retry-After"] == "10"
-    assert state() == before and tasks.CALLS.total() == 0
-
-
-@pytest.mark.django_db(transaction=True)
-def test_emails_given_as_a_string_fail_closed(live_server, oidc, no_publish, i3settings):
-    """A bare string must not match by substring: the view refuses everything (503)."""
-    i3settings(oidc_service_account_emails="x" + SERVICE_ACCOUNT)
-    body = queued_push(no_publish)
-    status, _, content = http("POST", push_url(live_server), body,
-                              {"Authorization": f"Bearer {make_token(push_url(live_server))}"})
-    assert status == 503 and json.loads(content)["error"] == "misconfigured"
-    assert tasks.CALLS.total() == 0
-
-
-@pytest.mark.django_db(transaction=True)
-def test_open_when_not_configured(live_server, no_publish):
-    body = queued_push(no_publish)
-    status, _, content = http("POST", push_url(live_server), body)
-    assert status == 200 and json.loads(content)["status"] == "success"
-
-
-@pytest.mark.django_db(transaction=True)
-def test_certificates_are_fetched_once_for_many_pushes(live_server, oidc, no_publish):
-    token = make_token(push_url(live_server))
-    for _ in range(3):
-        status, _, content = http("POST", push_url(live_server), queued_push(no_publish),
-                                  {"Authorization": f"Bearer {token}"})
-        assert status == 200, content
-    assert oidc.hits == 1
-    assert tasks.CALLS["add:2:3"] == 3
 
 
 # --- the certificate cache -----------------------------------------------------------------
@@ -362,7 +75,7 @@ def test_unknown_key_refetches_at_most_once_a_minute(cert_server, clock):
         with pytest.raises(auth.TokenError, match="not one of Google's signing keys"):
             verify(cert_server, rogue, cache)
     assert cert_server.hits == 2
-    cert_server.body = json.dumps({**CERTS, "rotated-key": _self_signed_cert(OTHER_KEY)}).encode()
+    cert_server.body = json.dumps({**CERTS, "rotated-key": self_signed_cert(OTHER_KEY)}).encode()
     clock.now += 61
     assert verify(cert_server, rogue, cache)["email"] == SERVICE_ACCOUNT
     assert cert_server.hits == 3

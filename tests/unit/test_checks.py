@@ -4,8 +4,6 @@ import dataclasses
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.management import call_command
-from django.core.management.base import SystemCheckError
 
 from django_i3tasks.checks import check_security
 from django_i3tasks.checks import check_settings as check_configuration
@@ -90,15 +88,6 @@ def test_bad_pubsub_config(settings, config, expected):
     assert expected in messages(check_settings())
 
 
-# Django 6 runs the model checks against every database (SQLite's JSON support check opens a
-# connection), so ``manage.py check`` needs the test database there.
-@pytest.mark.django_db
-def test_manage_py_check_fails_with_the_field_name(settings):
-    settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, lease_seconds=-5)
-    with pytest.raises(SystemCheckError, match="lease_seconds"):
-        call_command("check")
-
-
 # --- endpoint authentication ----------------------------------------------------------------
 
 PRODUCTION_PUBSUB = {"EMULATOR": False, "PROJECT_ID": "my-project", "CREDENTIALS": None}
@@ -138,15 +127,6 @@ def test_open_push_endpoint_is_fine_with_the_emulator(production, monkeypatch, c
     if env:
         monkeypatch.setenv("PUBSUB_EMULATOR_HOST", env)
     assert check_settings() == []
-
-
-@pytest.mark.django_db  # as above: Django 6's check touches the database
-def test_open_push_warning_does_not_fail_manage_py_check(production):
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    call_command("check", stdout=out, stderr=err)  # raises SystemCheckError on errors only
-    assert "django_i3tasks.W001" in out.getvalue() + err.getvalue()
 
 
 @pytest.mark.parametrize("value", [
