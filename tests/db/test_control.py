@@ -1,23 +1,21 @@
 """Task control in-process: the state transitions of cancel, expiry, unique keys, progress
-and the retry policy through the shared runner (``run_message``), their races on PostgreSQL,
-bad input, the message format, the system checks, the status endpoint and the admin."""
+and the retry policy through the shared runner (``run_message``), bad call options, the
+status endpoint and the admin. Their races are in ``tests/e2e/test_control_races.py``, what
+needs no database in ``tests/unit/test_control_options.py``."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
 import django_i3tasks
 from django_i3tasks import (
-    TaskDecorator,
     TaskFailed,
     TaskGroup,
     TaskResultDoesNotExist,
@@ -25,10 +23,8 @@ from django_i3tasks import (
     lifecycle,
     signals,
 )
-from django_i3tasks.checks import check_settings
 from django_i3tasks.exceptions import InvalidTaskOption, TaskUsageError
-from django_i3tasks.execution import OutcomeStatus, backoff_seconds, run_message
-from django_i3tasks.messages import TaskMessage, sign
+from django_i3tasks.execution import OutcomeStatus, run_message
 from django_i3tasks.models import TaskExecution, TaskExecutionTry
 from tests.helpers import message_of
 from tests.testapp import control_tasks as ct
@@ -168,47 +164,6 @@ def test_task_finished_signal_says_cancelled_once(no_publish):
     assert seen == ["cancelled"]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_cancel_and_claim_race_exactly_one_wins(no_publish):
-    """A cancel and a delivery at the same moment (PostgreSQL: real row locks). Either the
-    cancel wins (nothing runs, the delivery is acknowledged) or the claim does (the task runs
-    and sees the request); never a cancelled execution with a running try."""
-    wins = {"cancel": 0, "claim": 0}
-    for round_ in range(20):
-        handle = ct.noted.delay(f"race{round_}")
-        message = message_of(handle)
-        barrier = threading.Barrier(2)
-        answers = {}
-
-        def do(name, call, barrier=barrier, answers=answers):
-            barrier.wait()
-            try:
-                answers[name] = call()
-            finally:
-                connection.close()
-
-        threads = [
-            threading.Thread(target=do, args=("claim", lambda m=message: lifecycle.claim(m))),
-            threading.Thread(target=do, args=("cancel", lambda h=handle: h.cancel())),
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert answers["cancel"] is True
-        execution = TaskExecution.objects.get(pk=handle.id)
-        task_try = TaskExecutionTry.objects.get(execution_id=handle.id)
-        if isinstance(answers["claim"], uuid.UUID):
-            wins["claim"] += 1
-            assert (execution.status, task_try.status) == ("pending", "running")
-            assert execution.cancel_requested_at is not None
-        else:
-            wins["cancel"] += 1
-            assert answers["claim"].status == OutcomeStatus.CANCELLED
-            assert (execution.status, task_try.status) == ("cancelled", "cancelled")
-    assert sum(wins.values()) == 20
-
-
 # --- expiry -------------------------------------------------------------------------------
 
 
@@ -259,35 +214,6 @@ def test_unique_key_returns_the_open_execution(no_publish):
     assert after.uuid != first.uuid and len(no_publish) == 3
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_enqueues_with_one_unique_key_make_one_execution(no_publish):
-    """Eight threads enqueue with the same key at the same moment (PostgreSQL: the partial
-    unique index decides)."""
-    for round_ in range(3):
-        key = f"concurrent:{round_}"
-        barrier = threading.Barrier(8)
-        handles, errors = [], []
-
-        def enqueue(key=key, barrier=barrier, handles=handles, errors=errors):
-            barrier.wait()
-            try:
-                handles.append(ct.noted.using(unique_key=key).delay("cu"))
-            except Exception as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=enqueue) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
-        assert len({h.uuid for h in handles}) == 1 and len(handles) == 8
-        assert TaskExecution.objects.filter(unique_key=key).count() == 1
-    assert len(no_publish) == 3
-
-
 # --- progress -----------------------------------------------------------------------------
 
 
@@ -321,17 +247,6 @@ def test_progress_is_throttled_and_written_only_by_the_claim_holder(no_publish):
     assert handle.get_result().progress.current == 49
 
 
-def test_set_progress_refuses_bad_values():
-    from django_i3tasks.task import TaskMetadata
-
-    metadata = TaskMetadata(task_name="t.t", queue_name="default")
-    metadata.set_progress(1, 2, "fine")  # inline call: accepted, nothing written
-    assert metadata.is_cancelled() is False
-    for args in (("1",), (1, "2"), (1, 2, 3), (float("nan"),), (True,)):
-        with pytest.raises(TaskUsageError, match="set_progress"):
-            metadata.set_progress(*args)
-
-
 # --- time limits, retry policy ------------------------------------------------------------
 
 
@@ -352,38 +267,6 @@ def test_an_async_task_is_cancelled_at_its_time_limit(no_publish):
     assert CALLS["async_too_long:a"] == 1 and CALLS["async_too_long:a:finished"] == 0
 
 
-def test_sync_run_of_an_async_task():
-    assert ct.async_add.sync_run(1, 2) == 3
-
-
-def test_backoff_with_jitter_stays_within_the_bounds():
-    from django_i3tasks import outbox
-
-    with outbox.use(outbox.PubSubOutbox()):
-        assert backoff_seconds(1, (2, 100), jitter=True, rand=lambda: 0.0) == 2  # clamped
-        assert backoff_seconds(3, (2, 100), jitter=True, rand=lambda: 0.0) == 6  # 8 * 0.75
-        assert backoff_seconds(3, (2, 100), jitter=True, rand=lambda: 1.0) == 10  # 8 * 1.25
-        assert backoff_seconds(9, (2, 100), jitter=True, rand=lambda: 1.0) == 100  # capped
-        assert backoff_seconds(30000, (2, 100)) == 100
-        delays = {backoff_seconds(4, (1, 1000), jitter=True) for _ in range(50)}
-        assert len(delays) > 1 and all(6 <= d <= 10 for d in delays)
-
-
-@pytest.mark.parametrize("options, error, words", [
-    ({"time_limit": 0}, InvalidTaskOption, "time_limit must be positive"),
-    ({"time_limit": "1"}, TaskUsageError, "time_limit must be seconds"),
-    ({"retry_on": ValueError()}, TaskUsageError, "retry_on must be an exception class"),
-    ({"give_up_on": (KeyError, int)}, TaskUsageError, "give_up_on must be an exception"),
-    ({"expires": -1}, InvalidTaskOption, "expires must be positive"),
-    ({"retry_backoff": (5, 1)}, InvalidTaskOption, "0 <= min <= max"),
-    ({"retry_backoff": 5}, TaskUsageError, "retry_backoff must be"),
-    ({"retry_jitter": "yes"}, TaskUsageError, "retry_jitter"),
-])
-def test_bad_decorator_options_are_named(options, error, words):
-    with pytest.raises(error, match=words):
-        TaskDecorator(**options)(lambda: None)
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("options, error, words", [
     ({"countdown": -5}, InvalidTaskOption, "countdown"),
@@ -399,45 +282,7 @@ def test_bad_call_options_are_named_and_write_nothing(no_publish, options, error
     assert not TaskExecution.objects.exists() and no_publish == []
 
 
-# --- messages -----------------------------------------------------------------------------
-
-
-def test_messages_without_expiry_keep_the_0x_format_and_both_versions_are_read():
-    base = {"execution_id": 1, "execution_uuid": uuid.uuid4(), "try_id": 1, "try_number": 1,
-            "task_name": "a.b", "queue_name": "default"}
-    plain = TaskMessage(**base)
-    body = json.loads(plain.to_json())
-    assert body["v"] == 1 and "expires" not in body
-    data, attributes = plain.encode()
-    assert TaskMessage.decode(data, attributes) == plain
-    expiring = TaskMessage(**base, expires_at=timezone.now().replace(microsecond=0))
-    data, attributes = expiring.encode()
-    assert json.loads(data)["v"] == 2
-    assert TaskMessage.decode(data, attributes) == expiring
-    v1_with_expires = {**body, "expires": 1.0}
-    payload = json.dumps(v1_with_expires).encode()
-    with pytest.raises(Exception, match="unexpected"):
-        TaskMessage.decode(payload, {"i3sig": sign(payload)})
-
-
-# --- checks, status endpoint, admin -------------------------------------------------------
-
-
-def test_check_warns_when_lease_or_ack_deadline_is_shorter_than_a_time_limit(i3settings):
-    def warnings(code):
-        return " ".join(m.msg for m in check_settings() if m.id == f"django_i3tasks.{code}")
-
-    assert warnings("W005") == warnings("W006") == ""
-    i3settings(lease_seconds=1)
-    assert "runs_too_long has time_limit=1 s" in warnings("W005")
-    long = TaskDecorator(time_limit=120)(lambda: None)
-    try:
-        assert "above" not in warnings("W006") and "ack deadline" in warnings("W006")
-        assert "'default' (60 s)" in warnings("W006")
-    finally:
-        from django_i3tasks.registry import registry
-
-        registry._tasks.pop(long.name, None)
+# --- status endpoint, admin ---------------------------------------------------------------
 
 
 @pytest.mark.django_db
