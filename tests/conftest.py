@@ -158,6 +158,23 @@ def oidc(cert_server: Any, i3settings: Callable[..., Any]) -> Iterator[Any]:
     auth.certificates.clear()
 
 
+@pytest.fixture
+def events() -> Iterator[Any]:
+    """Records what the package's three signals send (``tests.helpers.Events``)."""
+    from django_i3tasks import signals
+    from tests.helpers import Events
+
+    recorded = Events()
+    receivers = {name: recorded.receiver(name) for name in ("enqueued", "started", "finished")}
+    signals.task_enqueued.connect(receivers["enqueued"])
+    signals.task_started.connect(receivers["started"])
+    signals.task_finished.connect(receivers["finished"])
+    yield recorded
+    signals.task_enqueued.disconnect(receivers["enqueued"])
+    signals.task_started.disconnect(receivers["started"])
+    signals.task_finished.disconnect(receivers["finished"])
+
+
 @pytest.fixture(autouse=True)
 def _reset_calls() -> None:
     from django_i3tasks import beat

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -130,3 +131,21 @@ def push_envelope(data: bytes, attributes: dict[str, str] | None = None) -> byte
         },
         "subscription": "projects/i3tasks-test/subscriptions/test",
     }).encode()
+
+
+class Events:
+    """Everything the three signals sent, from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def receiver(self, name: str):
+        def receive(sender: Any, signal: Any = None, **kwargs: Any) -> None:
+            with self.lock:
+                self.sent.append((name, sender, kwargs))
+        return receive
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [kwargs for kind, _, kwargs in self.sent if kind == name]

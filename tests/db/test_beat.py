@@ -288,5 +288,3 @@ def test_a_late_call_never_moves_a_schedule_back_and_lost_rows_come_back(
     assert sorted(s["schedule"] for s in report.skipped) == sorted([MINUTELY.key, HOURLY.key])
     assert ScheduleState.objects.count() == 2
     assert executions("minutely") == 1 and executions("hourly") == 1
-
-

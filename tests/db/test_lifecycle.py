@@ -1,17 +1,16 @@
 """The lifecycle's recording of a success on PostgreSQL: one statement in autocommit when
 nothing follows the try, a transaction when something does (a chain step, a group, a project
-receiver), and the race between the two paths and ``.then()``."""
+receiver). The race between the two paths and ``.then()`` is in
+``tests/e2e/test_lifecycle_races.py``."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection
 
 from django_i3tasks import signals
 from django_i3tasks.execution import OutcomeStatus, run_message
@@ -23,7 +22,7 @@ from django_i3tasks.models import (
     TaskGroup,
     TryStatus,
 )
-from tests.helpers import message_of, wait_for
+from tests.helpers import message_of
 from tests.testapp import tasks
 from tests.testapp.chain_tasks import link, produce
 
@@ -93,65 +92,6 @@ def test_a_step_added_before_the_success_is_released_in_the_transaction(no_publi
     assert TaskExecutionResult.objects.filter(execution_id=a.id).count() == 1
 
 
-def _waiting_for_a_lock(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return row is not None and row[0] == "Lock"
-
-
-@postgres_only
-@pytest.mark.django_db(transaction=True)
-def test_then_committing_while_the_success_statement_waits_for_its_lock(no_publish):
-    """The narrow interleaving: ``.then()`` holds the execution row (``has_next`` set, step
-    written, not committed) while the success statement, with its snapshot already taken,
-    waits for that row. The statement must see ``has_next`` once the lock is free and leave
-    the recording to the transaction that releases the step; recording the success alone
-    would leave the step waiting for ever."""
-    a = link.delay("a")
-    message = message_of(a)
-    holding = threading.Event()
-    release = threading.Event()
-    added: list[Any] = []
-    pids: list[int] = []
-    outcomes: list[Any] = []
-
-    def add_step() -> None:
-        try:
-            with transaction.atomic():
-                added.append(a.then(link, "b"))
-                holding.set()
-                release.wait(30)
-        finally:
-            connections.close_all()
-
-    def finish() -> None:
-        try:
-            connection.ensure_connection()
-            pids.append(connection.connection.info.backend_pid)
-            outcomes.append(run_message(message))
-        finally:
-            connections.close_all()
-
-    adder = threading.Thread(target=add_step)
-    adder.start()
-    assert holding.wait(30)
-    finisher = threading.Thread(target=finish)
-    finisher.start()
-    wait_for(lambda: bool(pids) and _waiting_for_a_lock(pids[0]))
-    time.sleep(0.1)  # still waiting: only the adder's commit can free it
-    assert _waiting_for_a_lock(pids[0])
-    release.set()
-    adder.join()
-    finisher.join()
-    (b,) = added
-    assert outcomes[0].status == OutcomeStatus.SUCCESS
-    assert TaskExecution.objects.get(pk=a.id).status == ExecutionStatus.SUCCESS
-    assert TaskExecution.objects.get(pk=b.id).status == ExecutionStatus.PENDING
-    assert [m.execution_id for m in no_publish].count(b.id) == 1
-    assert TaskExecutionTry.objects.filter(execution_id=b.id).count() == 1
-
-
 @postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_group_members_and_on_success_keep_the_transaction(no_publish):
@@ -164,22 +104,6 @@ def test_group_members_and_on_success_keep_the_transaction(no_publish):
     assert any(atomic for _, atomic in seen), "the group is counted with the success"
     group.refresh_from_db()
     assert group.callback.status == ExecutionStatus.PENDING
-
-
-def test_package_receivers_only_reads_dispatch_uids() -> None:
-    signal = signals.Signal()
-    assert signals.package_receivers_only(signal)
-
-    def mine(sender: Any, **kwargs: Any) -> None:
-        pass
-
-    signal.connect(mine, dispatch_uid="django_i3tasks.test.mine")
-    assert signals.package_receivers_only(signal)
-    signal.connect(mine, dispatch_uid="project.audit")
-    assert not signals.package_receivers_only(signal)
-    signal.disconnect(dispatch_uid="project.audit")
-    signal.connect(mine)  # no dispatch_uid: a project receiver
-    assert not signals.package_receivers_only(signal)
 
 
 @postgres_only

@@ -1,51 +1,15 @@
 """Signals: receivers see enqueued/started/finished with the right fields, once per change,
-also when a message is delivered twice (or many times at once)."""
+also when a message is delivered twice."""
 
 from __future__ import annotations
-
-import threading
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.db import transaction
 
-from django_i3tasks import signals, transport
 from django_i3tasks.execution import OutcomeStatus, run_message
 from django_i3tasks.models import ExecutionStatus, TaskExecution
-from tests.helpers import http, message_of, push_envelope, wait_for
+from tests.helpers import message_of
 from tests.testapp import tasks
-
-
-class Events:
-    """Everything the three signals sent, from any thread."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sent: list[tuple[str, Any, dict[str, Any]]] = []
-
-    def receiver(self, name: str):
-        def receive(sender: Any, signal: Any = None, **kwargs: Any) -> None:
-            with self.lock:
-                self.sent.append((name, sender, kwargs))
-        return receive
-
-    def of(self, name: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [kwargs for kind, _, kwargs in self.sent if kind == name]
-
-
-@pytest.fixture
-def events() -> Iterator[Events]:
-    recorded = Events()
-    receivers = {name: recorded.receiver(name) for name in ("enqueued", "started", "finished")}
-    signals.task_enqueued.connect(receivers["enqueued"])
-    signals.task_started.connect(receivers["started"])
-    signals.task_finished.connect(receivers["finished"])
-    yield recorded
-    signals.task_enqueued.disconnect(receivers["enqueued"])
-    signals.task_started.disconnect(receivers["started"])
-    signals.task_finished.disconnect(receivers["finished"])
 
 
 @pytest.mark.django_db
@@ -105,41 +69,3 @@ def test_failed_for_good_is_finished_failed(events, no_publish, i3settings):
     assert [f["status"] for f in events.of("finished")] == [
         "retry_scheduled", "retry_scheduled", "failed"]
     assert TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.FAILED
-
-
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_duplicate_deliveries_send_one_started_and_one_finished(events, no_publish):
-    handle = tasks.slow.delay("sig-race", 0.3)
-    message = message_of(handle)
-    barrier = threading.Barrier(8)
-
-    def deliver() -> None:
-        barrier.wait()
-        try:
-            run_message(message)
-        finally:
-            from django.db import connection
-
-            connection.close()
-
-    threads = [threading.Thread(target=deliver) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(events.of("started")) == 1 and len(events.of("finished")) == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_push_delivered_twice_over_http_sends_each_signal_once(events, push_queue):
-    handle = tasks.add.delay(20, 22)
-    transport.flush()
-    wait_for(lambda: TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.SUCCESS)
-    data, attributes = message_of(handle).encode()
-    status, _, body = http("POST", push_queue, push_envelope(data, attributes),
-                           {"Content-Type": "application/json"})
-    assert status == 200 and b"duplicate" in body
-    assert [e["execution_uuid"] for e in events.of("enqueued")] == [handle.uuid]
-    assert len(events.of("started")) == 1
-    (finished,) = events.of("finished")
-    assert finished["status"] == "success" and finished["return_value"] == 42

@@ -138,4 +138,3 @@ def test_forged_call_of_a_real_execution_is_refused(live_server, pull_queue):
     assert status == 200 and json.loads(content)["error"] == "bad_signature"
     assert TaskExecutionTry.objects.get(pk=try_.pk).status == "queued"
     assert tasks.CALLS.total() == 0
-

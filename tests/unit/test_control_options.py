@@ -1,5 +1,5 @@
 """Task control without a database: bad decorator options and progress values are named, the
-backoff with jitter, the message format with and without expiry, and the time-limit checks."""
+message format with and without expiry, and the time-limit checks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from django.utils import timezone
 from django_i3tasks import TaskDecorator
 from django_i3tasks.checks import check_settings
 from django_i3tasks.exceptions import InvalidTaskOption, TaskUsageError
-from django_i3tasks.execution import backoff_seconds
 from django_i3tasks.messages import TaskMessage, sign
 from tests.testapp import control_tasks as ct
 
@@ -30,19 +29,6 @@ def test_set_progress_refuses_bad_values():
 
 def test_sync_run_of_an_async_task():
     assert ct.async_add.sync_run(1, 2) == 3
-
-
-def test_backoff_with_jitter_stays_within_the_bounds():
-    from django_i3tasks import outbox
-
-    with outbox.use(outbox.PubSubOutbox()):
-        assert backoff_seconds(1, (2, 100), jitter=True, rand=lambda: 0.0) == 2  # clamped
-        assert backoff_seconds(3, (2, 100), jitter=True, rand=lambda: 0.0) == 6  # 8 * 0.75
-        assert backoff_seconds(3, (2, 100), jitter=True, rand=lambda: 1.0) == 10  # 8 * 1.25
-        assert backoff_seconds(9, (2, 100), jitter=True, rand=lambda: 1.0) == 100  # capped
-        assert backoff_seconds(30000, (2, 100)) == 100
-        delays = {backoff_seconds(4, (1, 1000), jitter=True) for _ in range(50)}
-        assert len(delays) > 1 and all(6 <= d <= 10 for d in delays)
 
 
 @pytest.mark.parametrize("options, error, words", [
