@@ -80,21 +80,6 @@ def test_failed_publishes_are_logged_counted_and_recovered_once(
         execution_id__in=[handle.id, scheduled.pk])] == [1, 1]
 
 
-@pytest.mark.django_db
-def test_force_sync_is_the_inline_outbox_and_recording_is_chosen_by_settings(i3settings):
-    assert isinstance(outbox.get_outbox(), outbox.PubSubOutbox)
-    i3settings(force_sync=True)
-    assert isinstance(outbox.get_outbox(), outbox.InlineOutbox)
-    i3settings(force_sync=False, outbox="inline")
-    assert isinstance(outbox.get_outbox(), outbox.InlineOutbox)
-    i3settings(outbox="recording")
-    assert outbox.get_outbox() is outbox.recording
-    outbox.recording.records.clear()
-    handle = tasks.add.delay(1, 1)
-    assert [r.execution_uuid for r in outbox.recording.records] == [handle.uuid]
-    outbox.recording.records.clear()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_delivery_returns_only_after_its_follow_up_messages_left(pull_queue, monkeypatch):
     """The push view answers (and the worker acks) only once the next try's message is out:

@@ -71,13 +71,3 @@ def test_publish_many_reports_each_failure_and_keeps_sending(pubsub, monkeypatch
         [(queue, b"c", {})], timeout=30).result(timeout=30))
 
 
-def test_an_empty_handover_is_done_at_once():
-    assert transport.publish_many([], timeout=1).result(timeout=0) == []
-
-
-def test_a_message_is_settled_once():
-    handover = transport._Handover(2)
-    handover.settle([(0, "id-0")])
-    handover.settle([(0, ValueError("late")), (1, "id-1")])
-    handover.settle([(1, ValueError("again"))])
-    assert handover.future.result(timeout=0) == ["id-0", "id-1"]

@@ -6,7 +6,6 @@ subprocesses on the test's database and namespace; the rest drives ``Worker`` in
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
@@ -17,16 +16,15 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import OperationalError, connection
+from django.db import connection
 
-from django_i3tasks import transport, worker
+from django_i3tasks import transport
 from django_i3tasks.conf import get_settings, pubsub_config
-from django_i3tasks.execution import Outcome, OutcomeStatus
 from django_i3tasks.messages import TaskMessage
 from django_i3tasks.models import TaskExecution, TaskExecutionTry
 from django_i3tasks.testing.processes import OutputProcess
 from django_i3tasks.types import PullQueue
-from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
+from django_i3tasks.worker import Worker, WorkerOptions
 from tests.helpers import pull_messages, subprocess_env, wait_for
 from tests.testapp.models import Effect
 from tests.testapp.worker_tasks import nap, nap_fails
@@ -388,157 +386,6 @@ def test_database_connections_are_not_leaked(heavy):
 # --- startup errors ---------------------------------------------------------------------
 
 
-def test_unknown_queue_is_a_command_error(settings):
-    with pytest.raises(CommandError, match="queue 'nope'; configured: default, heavy"):
-        call_command("i3tasks_worker", queue="nope")
-
-
-def test_push_queue_is_a_command_error(settings):
-    with pytest.raises(CommandError, match="'default' is a push queue"):
-        call_command("i3tasks_worker", queue="default")
-
-
 def test_missing_subscription_is_a_command_error(pubsub):
     with pytest.raises(CommandError, match="does not exist: run 'manage.py i3tasks_ensure"):
         call_command("i3tasks_worker", queue="heavy")
-
-
-def test_unreachable_emulator_is_refused_at_startup(monkeypatch):
-    from django_i3tasks.testing.emulator import free_port
-
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
-    began = time.monotonic()
-    with pytest.raises(WorkerError, match="cannot reach 127.0.0.1"):
-        Worker(WorkerOptions("heavy")).check_subscription(timeout=2)
-    assert time.monotonic() - began < 15
-
-
-# --- units ------------------------------------------------------------------------------
-
-
-class FakeMessage:
-    """Records what the worker asks of a received message (unit tests only)."""
-
-    def __init__(self, data: bytes = b"", attributes: dict[str, str] | None = None) -> None:
-        self.data, self.attributes = data, attributes or {}
-        self.message_id, self.ack_id = "m1", "a1"
-        self.calls: list[tuple[str, Any]] = []
-
-    def ack(self) -> None:
-        self.calls.append(("ack", None))
-
-    def nack(self) -> None:
-        self.calls.append(("nack", None))
-
-    def modify_ack_deadline(self, seconds: int) -> None:
-        self.calls.append(("modify_ack_deadline", seconds))
-
-    def drop(self) -> None:
-        self.calls.append(("drop", None))
-
-
-def _unit_worker() -> Worker:
-    return Worker(WorkerOptions("heavy"), out=_Lines())
-
-
-@pytest.mark.django_db
-def test_database_error_redelivers_later(monkeypatch, no_publish):
-    nap.delay("db")
-    data, attributes = no_publish[0].encode()
-
-    def broken(*args: Any, **kwargs: Any) -> Outcome:
-        raise OperationalError("server closed the connection")
-
-    monkeypatch.setattr(worker, "run_message", broken)
-    target = _unit_worker()
-    message = FakeMessage(data, attributes)
-    target.handle(message)
-    assert message.calls == [("modify_ack_deadline", 10), ("drop", None)]
-    assert target.stats.counts["error"] == 1 and target.stats.in_flight == 0
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("retry_after, deadline", [(0.2, 1), (4.5, 5), (3600, 600), (None, 10)])
-def test_not_due_sets_the_deadline_to_when_it_is_due(monkeypatch, no_publish, retry_after,
-                                                     deadline):
-    nap.delay("later")
-    data, attributes = no_publish[0].encode()
-    monkeypatch.setattr(worker, "run_message", lambda *a, **k: Outcome(
-        OutcomeStatus.NOT_DUE, ack=False, retry_after=retry_after))
-    message = FakeMessage(data, attributes)
-    _unit_worker().handle(message)
-    assert message.calls == [("modify_ack_deadline", deadline), ("drop", None)]
-
-
-@pytest.mark.django_db
-def test_messages_after_stop_are_nacked_unread(no_publish):
-    target = _unit_worker()
-    target.stop("test")
-    message = FakeMessage(b"anything")
-    target.handle(message)
-    assert message.calls == [("nack", None)]
-
-
-def test_jitter_lowers_by_at_most_a_tenth():
-    import random
-
-    rng = random.Random(7)
-    values = [worker.jittered(100.0, rng) for _ in range(1000)]
-    assert 90.0 <= min(values) < 91.0 and 99.0 < max(values) <= 100.0
-    assert math.isclose(sum(values) / len(values), 95.0, abs_tol=0.5)
-
-
-def test_bad_options_are_refused(settings):
-    with pytest.raises(WorkerError, match="concurrency"):
-        Worker(WorkerOptions("heavy", concurrency=0))
-    with pytest.raises(CommandError):
-        call_command("i3tasks_worker", queue="heavy", max_tasks=0)
-
-
-def test_status_line_rate_is_since_the_previous_line(monkeypatch):
-    clock = iter([100.0, 110.0, 115.0])
-    monkeypatch.setattr(worker.time, "monotonic", lambda: next(clock))
-    stats = worker.Stats()  # started at 100
-    stats.add("success", 20)
-    stats.add("duplicate", 7)  # acknowledged, but no task ran: not counted as processed
-    first = stats.line("heavy")  # at 110: 20 in 10 s
-    stats.add("failed", 20)
-    second = stats.line("heavy")  # at 115: 20 more in 5 s; 40 in 15 s overall
-    assert "processed=20 " in first and "rate=2.0/s average=2.0/s" in first
-    assert "processed=40 " in second and "rate=4.0/s average=2.7/s" in second
-    assert "duplicates=7 " in second
-
-
-# --- connection upkeep between messages -----------------------------------------------------
-
-
-@pytest.mark.django_db(transaction=True)
-def test_connection_is_health_checked_after_idle_time_not_before_every_message(monkeypatch):
-    """``CONN_HEALTH_CHECKS`` costs a query; while messages flow it is not repeated before each
-    one, after an idle second it is, and a connection with errors is checked (and closed if
-    broken) at once."""
-    monkeypatch.setitem(connection.settings_dict, "CONN_HEALTH_CHECKS", True)
-    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 600)
-    checks = []
-    real = connection.is_usable
-    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(1) or real())
-
-    def message() -> None:  # what a message does to the connection, between the tidy-ups
-        worker._tidy_connections()
-        TaskExecution.objects.exists()
-        worker._tidy_connections()
-
-    connection.close()
-    connection.ensure_connection()  # connects with the settings above
-    monkeypatch.delattr(worker._recent, "used", raising=False)
-    message()
-    assert len(checks) == 1  # the first message of a thread: checked
-    message()
-    message()
-    assert len(checks) == 1  # messages in a row: not again
-    worker._recent.used = time.monotonic() - worker.HEALTH_CHECK_IDLE_SECONDS - 0.1
-    message()
-    assert len(checks) == 2  # after an idle second: checked again
-    connection.errors_occurred = True
-    message()
-    assert len(checks) == 3 and not connection.errors_occurred
