@@ -225,25 +225,6 @@ def test_an_async_task_result_is_recorded(push_queue):
     assert get_result(handle.uuid).return_value == 5
 
 
-def test_an_async_task_runs_from_the_push_view_under_asgi(no_publish):
-    """Django's ASGI handler (``AsyncClient``) serving the push view: the async task runs on
-    the server's event loop."""
-    from django.test import AsyncClient
-
-    from django_i3tasks.lifecycle import message_for
-    from django_i3tasks.models import TaskExecution
-
-    handle = ct.async_add.delay(4, 5)
-    execution = TaskExecution.objects.get(pk=handle.id)
-    data, attributes = message_for(execution, execution.tries.get()).encode()
-    response = asyncio.run(AsyncClient().post(
-        "/i3/tasks-push/", push_envelope(data, attributes), content_type="application/json"
-    ))
-    close_async_connection()
-    assert response.status_code == 200 and response.json()["status"] == "success"
-    assert handle.get_result().return_value == 9
-
-
 def test_an_async_task_uses_the_orm_and_reports_progress(push_queue):
     from tests.testapp.models import Effect
 

@@ -21,8 +21,6 @@ from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcT
 
 from django_i3tasks.testing.emulator import emulated_pubsub
 from django_i3tasks.testing.pubsub import EmulatorServer
-from django_i3tasks.testing.pubsub.filters import compile_filter
-from django_i3tasks.testing.pubsub.proto import PubSubError
 
 PROJECT = "projects/python-emulator"
 
@@ -47,20 +45,6 @@ def clients(server: EmulatorServer) -> Iterator[tuple[Any, Any]]:
 def names() -> tuple[str, str]:
     suffix = uuid.uuid4().hex[:10]
     return f"{PROJECT}/topics/t-{suffix}", f"{PROJECT}/subscriptions/s-{suffix}"
-
-
-def test_filter_language():
-    match = compile_filter('attributes.kind = "a" AND (attributes:urgent OR '
-                           'hasPrefix(attributes.region, "eu-")) AND NOT attributes.x = "1"')
-    assert match({"kind": "a", "urgent": ""})
-    assert match({"kind": "a", "region": "eu-west"})
-    assert not match({"kind": "a", "region": "us-east"})
-    assert not match({"kind": "b", "urgent": ""})
-    assert not match({"kind": "a", "urgent": "", "x": "1"})
-    assert compile_filter("")({})
-    for bad in ('attributes.a = ', "kind = 'a'", "(attributes:a", 'attributes.a == "b"'):
-        with pytest.raises(PubSubError, match="Invalid filter"):
-            compile_filter(bad)
 
 
 def test_subscription_filter_drops_what_does_not_match(clients):
