@@ -24,7 +24,7 @@ from django_i3tasks.messages import TaskMessage
 from django_i3tasks.models import TaskExecution, TaskExecutionTry
 from django_i3tasks.testing.processes import OutputProcess
 from django_i3tasks.types import PullQueue
-from django_i3tasks.worker import Worker, WorkerOptions
+from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
 from tests.helpers import pull_messages, subprocess_env, wait_for
 from tests.testapp.models import Effect
 from tests.testapp.worker_tasks import nap, nap_fails
@@ -389,3 +389,10 @@ def test_database_connections_are_not_leaked(heavy):
 def test_missing_subscription_is_a_command_error(pubsub):
     with pytest.raises(CommandError, match="does not exist: run 'manage.py i3tasks_ensure"):
         call_command("i3tasks_worker", queue="heavy")
+
+
+def test_bad_options_are_refused(settings):
+    with pytest.raises(WorkerError, match="concurrency"):
+        Worker(WorkerOptions("heavy", concurrency=0))
+    with pytest.raises(CommandError):
+        call_command("i3tasks_worker", queue="heavy", max_tasks=0)

@@ -1,4 +1,4 @@
-"""The pull worker without a database or Pub/Sub: startup errors, bad options, the jitter of
+"""The pull worker without a database or Pub/Sub: startup errors, the jitter of
 its deadlines, the status line."""
 
 from __future__ import annotations
@@ -40,13 +40,6 @@ def test_jitter_lowers_by_at_most_a_tenth():
     values = [worker.jittered(100.0, rng) for _ in range(1000)]
     assert 90.0 <= min(values) < 91.0 and 99.0 < max(values) <= 100.0
     assert math.isclose(sum(values) / len(values), 95.0, abs_tol=0.5)
-
-
-def test_bad_options_are_refused(settings):
-    with pytest.raises(WorkerError, match="concurrency"):
-        Worker(WorkerOptions("heavy", concurrency=0))
-    with pytest.raises(CommandError):
-        call_command("i3tasks_worker", queue="heavy", max_tasks=0)
 
 
 def test_status_line_rate_is_since_the_previous_line(monkeypatch):
