@@ -1,5 +1,7 @@
 """Shared fixtures: a real Pub/Sub emulator per test session, a fresh namespace per test,
-and push subscriptions pointed at the live server (real HTTP into the push view)."""
+push subscriptions pointed at the live server (real HTTP into the push view), OIDC signing
+certificates, recorded signals. Helpers (functions) are in ``tests/helpers.py``; the tiers are
+``tests/unit``, ``tests/db`` and ``tests/e2e``."""
 
 from __future__ import annotations
 
