@@ -312,7 +312,7 @@ def ours_sql() -> dict[str, int]:
     from django_i3tasks import transport
     from django_i3tasks.messages import TaskMessage
     from django_i3tasks.models import TaskExecution, TaskGroup
-    from tests.conftest import push_envelope
+    from tests.helpers import push_envelope
 
     def data(captured: Any) -> int:
         return count(captured)[1]
@@ -497,7 +497,7 @@ def floor_sql() -> dict[str, int]:
     from django.test.utils import CaptureQueriesContext
     from harness import count
 
-    from tests.conftest import push_envelope
+    from tests.helpers import push_envelope
 
     row = FloorTry.objects.create()
     body = push_envelope(json.dumps({"try": row.pk, "args": [1]}).encode())

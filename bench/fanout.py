@@ -33,7 +33,7 @@ def measure(db: str) -> None:
     from django_i3tasks.messages import TaskMessage
     from django_i3tasks.models import GroupStatus, TaskExecution, TaskGroup
     from django_i3tasks.provisioning import ensure_pubsub
-    from tests.conftest import push_envelope
+    from tests.helpers import push_envelope
     from tests.testapp.chain_tasks import link, member
 
     ensure_pubsub()

@@ -105,7 +105,7 @@ def run_new(args: argparse.Namespace) -> dict:
 
     from django_i3tasks import outbox
     from django_i3tasks.models import TaskExecution
-    from tests.conftest import subprocess_env
+    from tests.helpers import subprocess_env
     from tests.testapp.models import Effect
     from tests.testapp.worker_tasks import nap
 
@@ -158,7 +158,7 @@ def run_new(args: argparse.Namespace) -> dict:
 
 
 def run_old(args: argparse.Namespace, python: Path) -> dict:
-    from tests.conftest import subprocess_env
+    from tests.helpers import subprocess_env
 
     env = subprocess_env()
     env["I3OLD_NAMESPACE"] = "bench.old"

@@ -34,7 +34,7 @@ def measure(db: str) -> None:
     from django_i3tasks.messages import TaskMessage
     from django_i3tasks.models import TaskExecution
     from django_i3tasks.provisioning import ensure_pubsub
-    from tests.conftest import push_envelope
+    from tests.helpers import push_envelope
     from tests.testapp import tasks
 
     ensure_pubsub()

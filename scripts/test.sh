@@ -7,6 +7,8 @@
 # The main leg also runs import-linter (the layer contract) and mypy. The Pub/Sub emulator is
 # Google's when it is installed, else the package's Python one (I3TASKS_EMULATOR=python|java|auto).
 # Extra arguments go to pytest (every leg). I3TASKS_LEGS="main" (or "dj42 dj6"…) picks legs.
+# Tests come in tiers (tests/unit, tests/db, tests/e2e); all run by default, and
+# `bash scripts/test.sh tests/unit` is the quick loop (below).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,14 @@ leg_extra()  {
 }
 
 LEGS=${I3TASKS_LEGS:-main dj42 dj6}
+# The quick loop: when every path given is under tests/unit (`bash scripts/test.sh tests/unit`),
+# only the first leg on SQLite, without the emulator, PostgreSQL and Chromium checks.
+quick=""
+for arg in "$@"; do
+  case $arg in -*) ;; tests/unit|tests/unit/*|./tests/unit|./tests/unit/*) quick=1 ;;
+    *) quick=""; break ;; esac
+done
+[ -z "$quick" ] || LEGS=${LEGS%% *}
 for leg in $LEGS; do
   [ -n "$(leg_venv "$leg")" ] || { echo "unknown leg '$leg' (main, dj42, dj6)" >&2; exit 2; }
 done
@@ -90,6 +100,12 @@ for leg in $LEGS; do
     "$("$(leg_venv "$leg")/bin/python" -c 'import django; print(django.get_version())')"
 done
 first_venv=$(leg_venv "${LEGS%% *}")
+if [ -n "$quick" ]; then
+  step "ruff"
+  "$first_venv/bin/ruff" check . || exit 1
+  step "pytest (quick loop): leg $LEGS ($first_venv), sqlite, $*"
+  I3TASKS_TEST_DB=sqlite exec "$first_venv/bin/python" -m pytest -rs "$@"
+fi
 
 step "Pub/Sub emulator"
 "$first_venv/bin/python" -m django_i3tasks.testing.emulator --check || exit 1
@@ -124,7 +140,7 @@ if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
   chromium --version 2>/dev/null || true
 else
   echo "NOTE: chromium/chromedriver missing and not installable here:" \
-       "tests/test_admin_browser.py will be SKIPPED"
+       "tests/e2e/test_admin_browser.py will be SKIPPED"
 fi
 
 step "ruff"

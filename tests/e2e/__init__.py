@@ -1,0 +1,1 @@
+"""End-to-end tier: the Pub/Sub emulator, the live server, subprocesses and races."""

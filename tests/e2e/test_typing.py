@@ -1,0 +1,61 @@
+"""The public API is typed: mypy (with the project's configuration) checks task calls."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+mypy_api = pytest.importorskip("mypy.api")
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = '''
+    from django_i3tasks import TaskDecorator, TaskGroup
+
+    @TaskDecorator
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @TaskDecorator(max_retries=2, queue_name="heavy")
+    async def fetch(url: str) -> bytes:
+        return b""
+
+    @TaskDecorator
+    def square(x: int) -> int:
+        return x * x
+
+    reveal_type(add.sync_run(1, 2))
+    reveal_type(fetch.sync_run("https://example.com"))
+    reveal_type(add.delay(1, 2))
+    reveal_type(add.delay(1, 2).then(fetch, "u"))
+    reveal_type(square.map([1, 2]))
+    add.delay("one", 2)  # line 21: wrong argument type
+    add.delay(1)  # line 22: missing argument
+    add.delay(1, 2).then(fetch, 3)  # line 23: wrong argument type for the next step
+    fetch(url=1)  # line 24: wrong keyword argument type
+    add.sync_run(1, 2).upper()  # line 25: an int has no upper()
+'''
+
+
+def test_mypy_checks_task_arguments_and_results(tmp_path):
+    # A module name of its own: mypy's cache is shared with the test command's mypy run.
+    sample = tmp_path / f"typing_sample_{uuid.uuid4().hex}.py"
+    sample.write_text(textwrap.dedent(SAMPLE))
+    out, err, _ = mypy_api.run([
+        "--config-file", str(ROOT / "pyproject.toml"), "--no-error-summary",
+        "--cache-dir", str(ROOT / ".mypy_cache"), str(sample),
+    ])
+    lines = [line.split(f"{sample.name}:", 1)[1] for line in out.splitlines()
+             if f"{sample.name}:" in line]
+    revealed = [line for line in lines if "Revealed type" in line]
+    assert [r.split('"')[1].replace("builtins.", "") for r in revealed] == [
+        "int",
+        "bytes",
+        "django_i3tasks.handles.TaskHandle[int]",
+        "django_i3tasks.handles.TaskHandle[bytes]",
+        "list[django_i3tasks.handles.TaskHandle[int]]",
+    ], out + err
+    errors = sorted({int(line.split(":")[0]) for line in lines if ": error:" in line})
+    assert errors == [21, 22, 23, 24, 25], out + err

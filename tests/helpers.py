@@ -1,0 +1,154 @@
+"""Helpers the tests share: pull from the emulator, wait for a condition, real HTTP to the
+live server, push bodies as Pub/Sub sends them. Fixtures stay in ``tests/conftest.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from django_i3tasks import transport
+
+
+def pull_messages(path: str, wait: float = 2.0) -> list[Any]:
+    """Pull (and ack) what is on the subscription ``path``, for ``wait`` seconds; the raw
+    Pub/Sub messages."""
+    transport.flush()
+    subscriber = transport.subscriber_client()
+    found: list[Any] = []
+    deadline = time.monotonic() + wait
+    try:
+        while time.monotonic() < deadline:
+            response = subscriber.pull(subscription=path, max_messages=100, timeout=5)
+            if response.received_messages:
+                subscriber.acknowledge(subscription=path,
+                                       ack_ids=[m.ack_id for m in response.received_messages])
+            found += [received.message for received in response.received_messages]
+            time.sleep(0.1)
+    finally:
+        subscriber.close()
+    return found
+
+
+def pull_all(wait: float = 2.0) -> list[Any]:
+    """Pull (and ack) what is on the default queue's subscription, for ``wait`` seconds."""
+    from django_i3tasks.conf import get_settings, pubsub_config
+    from django_i3tasks.messages import TaskMessage
+
+    path = pubsub_config().subscription_path(get_settings().default_queue)
+    return [TaskMessage.decode(message.data, dict(message.attributes))
+            for message in pull_messages(path, wait)]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a subprocess (a worker) on this test's database, topics and
+    emulator: the variables ``tests/settings.py`` reads."""
+    from django.db import connection
+
+    from django_i3tasks.conf import get_settings, pubsub_config
+
+    sqlite = connection.vendor == "sqlite"
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "I3TASKS_TEST_DB": "sqlite" if sqlite else "postgres",
+        "I3TASKS_SQLITE_PATH" if sqlite else "I3TASKS_TEST_DB_NAME":
+            str(connection.settings_dict["NAME"]),
+        "I3TASKS_TEST_NAMESPACE": get_settings().namespace,
+        "PUBSUB_EMULATOR_HOST": pubsub_config().emulator_host or "",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def message_of(handle: Any) -> Any:
+    """The message of an execution's latest try, as its publisher would have sent it
+    (``handle``: a ``TaskHandle`` or a ``TaskExecution``)."""
+    from django_i3tasks.messages import TaskMessage
+    from django_i3tasks.models import TaskExecution
+
+    execution = handle if isinstance(handle, TaskExecution) else \
+        TaskExecution.objects.get(pk=handle.id)
+    latest = execution.tries.order_by("-number").values_list("pk", "number")[0]
+    return TaskMessage.of(execution, *latest)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; fail the test with a clear message on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """A real HTTP request; returns status, headers and body (also for 4xx/5xx)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def post_at_once(url: str, body: bytes, times: int) -> list[int]:
+    """POST the same push body ``times`` times at once (threads); the HTTP statuses."""
+    import threading
+
+    statuses: list[int] = []
+
+    def post() -> None:
+        statuses.append(http("POST", url, body, {"Content-Type": "application/json"})[0])
+
+    threads = [threading.Thread(target=post) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def push_envelope(data: bytes, attributes: dict[str, str] | None = None) -> bytes:
+    """A push body as Pub/Sub sends it."""
+    import base64
+
+    return json.dumps({
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes or {},
+            "messageId": uuid.uuid4().hex,
+            "publishTime": "2026-01-01T00:00:00Z",
+        },
+        "subscription": "projects/i3tasks-test/subscriptions/test",
+    }).encode()
+
+
+class Events:
+    """Everything the three signals sent, from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def receiver(self, name: str):
+        def receive(sender: Any, signal: Any = None, **kwargs: Any) -> None:
+            with self.lock:
+                self.sent.append((name, sender, kwargs))
+        return receive
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [kwargs for kind, _, kwargs in self.sent if kind == name]

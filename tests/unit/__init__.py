@@ -1,0 +1,1 @@
+"""Unit tier: no database, emulator, server or subprocess; ``bash scripts/test.sh tests/unit``."""
