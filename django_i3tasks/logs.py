@@ -89,12 +89,10 @@ def designed_answer(response: _Response, reason: str, *, request: Any = None,
         return response
     status = getattr(response, "status_code", 0)
     if request is not None:
-        answers_logger.log(level, "%s %s answered %s by design: %s", request.method,
-                           request.path, status, reason,
-                           extra={"status_code": status, "request": request})
+        answers_logger.log(level, "%s %s %s %s", request.method, request.path, status,
+                           reason, extra={"status_code": status, "request": request})
     else:
-        answers_logger.log(level, "answered %s by design: %s", status, reason,
-                           extra={"status_code": status})
+        answers_logger.log(level, "%s %s", status, reason, extra={"status_code": status})
     # The attribute Django's log_response reads; setattr: the stubs do not declare it.
     setattr(response, "_has_been_logged", True)  # noqa: B010
     return response
