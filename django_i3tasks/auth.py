@@ -327,11 +327,10 @@ def verify_request_oidc(request: HttpRequest, endpoint: str) -> None:
     except DisallowedHost:
         raise BadHost("the Host header is not allowed") from None
     except CertificatesUnavailable as exc:
-        logger.error("Cannot verify %s tokens: %s", endpoint, exc)
-        raise CertificatesUnavailable("OIDC certificates are unavailable") from None
-    except TokenError as exc:
-        logger.warning("%s request refused: %s", endpoint.capitalize(), exc.detail)
-        raise
+        # The caller is told little; the view's one log line (WARNING) says why.
+        raise CertificatesUnavailable(
+            "OIDC certificates are unavailable",
+            reason=f"cannot verify {endpoint} tokens: {exc.detail}") from None
 
 
 def authenticate_push(request: HttpRequest) -> None:

@@ -84,7 +84,8 @@ class RequestRefused(I3TasksError):
     """A request one of the endpoints refuses; answered as JSON with ``status``.
 
     ``code`` is stable and machine-readable, ``detail`` is for people, ``headers`` go into
-    the answer (``Retry-After``, ``WWW-Authenticate``).
+    the answer (``Retry-After``, ``WWW-Authenticate``). ``reason`` is what the server log
+    says (default: ``detail``) when it should say more than the caller is told.
     """
 
     status: int = 400
@@ -97,9 +98,11 @@ class RequestRefused(I3TasksError):
         code: str | None = None,
         status: int | None = None,
         headers: dict[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.reason = reason or detail
         if code is not None:
             self.code = code
         if status is not None:
@@ -158,8 +161,8 @@ class CertificatesUnavailable(AuthError):
     status = 503
     code = "auth_unavailable"
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"Retry-After": "10"})
+    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": "10"}, reason=reason)
 
 
 # --- processes ----------------------------------------------------------------------------

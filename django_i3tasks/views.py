@@ -6,6 +6,11 @@ with their status and code in ``endpoint``; no view builds an error answer for t
 Every answer is JSON. The push view answers 2xx when Pub/Sub should forget the message (done,
 duplicate, failed for good, or a message that can never run) and non-2xx only when it should
 deliver it again (not due yet, running elsewhere, database unavailable).
+
+Every answer other than a plain 2xx is given by design, except the 500 of an unexpected
+exception: each goes through ``logs.designed_answer``, which logs it once with its reason
+and keeps ``django.request`` from logging it again (at ERROR for a 5xx). The 500 is left to
+``django.request``, so error reporting (``ADMINS``, Sentry) still sees real errors.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from django.views.decorators.csrf import csrf_exempt
 from .auth import authenticate_beat, authenticate_push, check_token
 from .beat import parse_schedule_time, run_beat
 from .conf import get_queue, get_settings
-from .exceptions import InvalidMessage, RequestRefused
+from .exceptions import RequestRefused
 from .execution import Outcome, OutcomeStatus, run_message
+from .logs import designed_answer, error_summary
 from .maintenance import health_report
 from .messages import TaskMessage, parse_push_body
 from .models import ExecutionStatus, TaskExecution
@@ -53,19 +59,33 @@ def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
         @transaction.non_atomic_requests
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
             if request.method not in methods:
-                return error(405, "method_not_allowed", f"use {' or '.join(methods)}",
-                             Allow=", ".join(methods))
+                return designed_answer(
+                    error(405, "method_not_allowed", f"use {' or '.join(methods)}",
+                          Allow=", ".join(methods)),
+                    f"method_not_allowed: {request.method}", request=request,
+                    level=logging.WARNING)
             try:
                 return view(request, *args, **kwargs)
             except RequestRefused as exc:
-                return error(exc.status, exc.code, exc.detail, **exc.headers)
+                return designed_answer(error(exc.status, exc.code, exc.detail, **exc.headers),
+                                       f"{exc.code}: {exc.reason}", request=request,
+                                       level=logging.WARNING)
             except ImproperlyConfigured as exc:
-                logger.error("django-i3tasks is misconfigured: %s", exc)
-                return error(503, "misconfigured", "django-i3tasks settings are invalid")
-            except DatabaseError:
-                logger.exception("Database error in %s", view.__name__)
-                return error(503, "database_unavailable", "try again later", Retry_After="10")
+                # Designed (Pub/Sub delivers again once the settings are fixed), but someone
+                # must fix them: the package's one line is an ERROR.
+                return designed_answer(
+                    error(503, "misconfigured", "django-i3tasks settings are invalid"),
+                    f"misconfigured: {exc}", request=request, level=logging.ERROR)
+            except DatabaseError as exc:
+                # An outage answers every request this way: one WARNING each, the traceback
+                # only at DEBUG.
+                logger.debug("Database error in %s", view.__name__, exc_info=True)
+                return designed_answer(
+                    error(503, "database_unavailable", "try again later", Retry_After="10"),
+                    f"database_unavailable: {error_summary(exc)}", request=request,
+                    level=logging.WARNING)
             except Exception:
+                # Not by design: not marked, so django.request logs the 500 at ERROR too.
                 logger.exception("Unexpected error in %s", view.__name__)
                 return error(500, "internal_error", "unexpected error; see the server log")
 
@@ -90,14 +110,28 @@ def read_body(request: HttpRequest, limit: int) -> bytes | None:
 
 _NACK_STATUS = {OutcomeStatus.NOT_DUE: 503, OutcomeStatus.RUNNING: 409,
                 OutcomeStatus.SUPERSEDED: 409}
+#: How each "deliver again" outcome is logged. A superseded try was logged at WARNING, with
+#: its reason, when it was found (``lifecycle``): its answer only at DEBUG.
+_NACK_LEVEL = {OutcomeStatus.NOT_DUE: logging.INFO, OutcomeStatus.RUNNING: logging.INFO,
+               OutcomeStatus.SUPERSEDED: logging.DEBUG}
 
 
-def outcome_response(outcome: Outcome) -> JsonResponse:
+def outcome_response(outcome: Outcome, message: TaskMessage | None = None,
+                     request: HttpRequest | None = None) -> JsonResponse:
     status = 200 if outcome.ack else _NACK_STATUS.get(outcome.status, 503)
     response = JsonResponse(outcome.as_json(), status=status)
-    if outcome.retry_after is not None and not outcome.ack:
+    if outcome.ack:
+        return response
+    if outcome.retry_after is not None:
         response["Retry-After"] = str(max(1, round(outcome.retry_after)))
-    return response
+    reason = [f"{outcome.status.value}:"]
+    if message is not None:
+        reason.append(f"task={message.task_name}")
+    reason.append(f"execution={outcome.execution_uuid} try={outcome.try_number}")
+    if outcome.retry_after is not None:
+        reason.append(f"again_in={outcome.retry_after:.1f}s")
+    return designed_answer(response, " ".join(reason), request=request,
+                           level=_NACK_LEVEL.get(outcome.status, logging.WARNING))
 
 
 @endpoint("POST")
@@ -107,14 +141,13 @@ def push(request: HttpRequest) -> JsonResponse:
     conf = get_settings()
     body = read_body(request, conf.max_push_body_bytes)
     if body is None:
-        return error(413, "body_too_large",
-                     f"push body is larger than {conf.max_push_body_bytes} bytes")
-    try:
-        envelope = parse_push_body(body)
-        message = TaskMessage.decode(envelope.data, envelope.attributes)
-    except InvalidMessage as exc:
-        logger.warning("Push message refused (%s): %s", exc.code, exc.detail)
-        raise
+        detail = f"push body is larger than {conf.max_push_body_bytes} bytes"
+        return designed_answer(error(413, "body_too_large", detail),
+                               f"body_too_large: {detail}", request=request,
+                               level=logging.WARNING)
+    # An InvalidMessage is answered (and logged once) by ``endpoint``.
+    envelope = parse_push_body(body)
+    message = TaskMessage.decode(envelope.data, envelope.attributes)
     try:
         queue = get_queue(message.queue_name)
     except ImproperlyConfigured:
@@ -122,7 +155,7 @@ def push(request: HttpRequest) -> JsonResponse:
     if not isinstance(queue, PushQueue):
         return error(200, "pull_queue",
                      f"queue {message.queue_name!r} is a pull queue: its worker runs it")
-    return outcome_response(run_message(message))
+    return outcome_response(run_message(message), message, request)
 
 
 @endpoint("POST")
@@ -133,7 +166,9 @@ def beat(request: HttpRequest) -> JsonResponse:
     try:
         slot_time = parse_schedule_time(header) if header else None
     except ValueError as exc:
-        return error(400, "invalid_schedule_time", str(exc))
+        return designed_answer(error(400, "invalid_schedule_time", str(exc)),
+                               f"invalid_schedule_time: {exc}", request=request,
+                               level=logging.WARNING)
     return JsonResponse(run_beat(slot_time).as_json())
 
 
@@ -152,17 +187,21 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
         # 0.1 looked executions up by their integer id too. Ids are easy to guess, so only
         # behind a status token; uuids are not guessable.
         if not token:
-            return error(400, "invalid_uuid", "look executions up by uuid (integer ids are "
-                                              "accepted only when I3TASKS.status_token is set)")
+            return designed_answer(
+                error(400, "invalid_uuid", "look executions up by uuid (integer ids are "
+                                           "accepted only when I3TASKS.status_token is set)"),
+                "invalid_uuid: an integer id without a status token", request=request)
         execution = executions.filter(pk=int(execution_uuid)).first()
     else:
         try:
             wanted = UUID(execution_uuid)
         except ValueError:
-            return error(400, "invalid_uuid", "the execution id must be a UUID")
+            return designed_answer(error(400, "invalid_uuid", "the execution id must be a UUID"),
+                                   "invalid_uuid", request=request)
         execution = executions.filter(uuid=wanted).first()
     if execution is None:
-        return error(404, "not_found", f"no execution {execution_uuid}")
+        return designed_answer(error(404, "not_found", f"no execution {execution_uuid}"),
+                               "not_found", request=request)
     result = TaskResult.of(execution)
     return JsonResponse({
         "execution": str(result.id),
@@ -202,4 +241,10 @@ def health(request: HttpRequest) -> JsonResponse:
     """Uptime check: 200 when no try is stuck, else 503 (counts in the body)."""
     check_token(request, get_settings().status_token)
     report = health_report()
-    return JsonResponse(report.as_json(), status=200 if report.healthy else 503)
+    response = JsonResponse(report.as_json(), status=200 if report.healthy else 503)
+    if report.healthy:
+        return response
+    # The uptime check's alarm is the answer; the log says it once, at WARNING.
+    return designed_answer(response, (f"unhealthy: stuck_queued={report.stuck_queued} "
+                            f"stuck_running={report.stuck_running}"), request=request,
+                           level=logging.WARNING)

@@ -51,6 +51,7 @@ from .conf import get_queue, get_settings, pubsub_config
 from .exceptions import WorkerError
 from .execution import run_message
 from .lifecycle import release_claim
+from .logs import error_summary
 from .messages import InvalidMessage, TaskMessage
 from .outcome import OutcomeStatus
 from .provisioning import dead_letter_path
@@ -268,10 +269,14 @@ class Worker:
         _tidy_connections()
         try:
             outcome = run_message(task_message, on_claim=running.claimed)
-        except DatabaseError:
-            logger.exception("Database error on %s (execution %s); redelivering in %s s",
-                             task_message.task_name, task_message.execution_uuid,
-                             ERROR_REDELIVERY_SECONDS)
+        except DatabaseError as exc:
+            # As the push view's database_unavailable: an outage fails every message, so one
+            # WARNING each and the traceback at DEBUG.
+            logger.debug("Database error on message %s", message.message_id, exc_info=True)
+            logger.warning("task=%s execution=%s try=%s outcome=database_unavailable "
+                           "again_in=%ss error=%s", task_message.task_name,
+                           task_message.execution_uuid, task_message.try_number,
+                           ERROR_REDELIVERY_SECONDS, error_summary(exc))
             self.stats.add("error")
             self._redeliver(message, ERROR_REDELIVERY_SECONDS)
             return
@@ -282,8 +287,14 @@ class Worker:
                                   OutcomeStatus.FAILED):
                 self._count_task()
         else:
+            # Not due yet or running elsewhere: the push view's designed answers. The try's
+            # own line is written when it runs; this one only at DEBUG.
+            after = outcome.retry_after or ERROR_REDELIVERY_SECONDS
+            logger.debug("task=%s execution=%s try=%s outcome=%s again_in=%.1fs",
+                         task_message.task_name, task_message.execution_uuid,
+                         task_message.try_number, outcome.status.value, after)
             self.stats.add("deferred")
-            self._redeliver(message, outcome.retry_after or ERROR_REDELIVERY_SECONDS)
+            self._redeliver(message, after)
 
     def _count_task(self) -> None:
         if self.max_tasks is not None and self.stats.processed >= self.max_tasks:

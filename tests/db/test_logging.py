@@ -73,7 +73,7 @@ def test_failure_logs_type_and_uuid_not_the_exception_message(logs, i3settings):
     assert "tests.testapp.tasks.always_fails" in error_text
     assert "ValueError" in error_text
     warnings = text(logs, logging.WARNING)
-    assert warnings.count("retrying") == 2
+    assert warnings.count("outcome=retry_scheduled") == 2
     assert_no_secret(logs, SECRET_ARG)
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from django_i3tasks.logs import route_google_loggers
 from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
 
 
@@ -41,8 +42,15 @@ class Command(BaseCommand):
                                  "(default 30)")
         parser.add_argument("--status-interval", type=_positive(float), default=10.0,
                             help="seconds between status lines (default 10)")
+        parser.add_argument("--no-google-log-routing", action="store_true",
+                            help="leave Google's client loggers as the library sets them "
+                                 "(by default their records go to the project's handlers)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not options["no_google_log_routing"]:
+            # The Pub/Sub client turns propagation off on the "google" logger: without this
+            # its warnings ("Background thread did not exit", stream errors) bypass LOGGING.
+            route_google_loggers()
         try:
             worker = Worker(
                 WorkerOptions(
