@@ -21,8 +21,8 @@ from django.test import Client
 from django_i3tasks import logs, transport, views
 from django_i3tasks.execution import Outcome
 from django_i3tasks.models import ExecutionStatus, TaskExecution
-from tests.helpers import http, message_of, push_envelope, wait_for
 from tests.e2e.test_worker import Running, heavy  # noqa: F401 - the fixture
+from tests.helpers import http, message_of, push_envelope, wait_for
 from tests.testapp import tasks
 from tests.testapp.worker_tasks import nap
 
