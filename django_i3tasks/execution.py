@@ -126,7 +126,9 @@ def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> 
     began = time.monotonic()
     try:
         value = task.run(message.args, message.kwargs, metadata, time_limit=task.time_limit)
-    except Exception as exc:  # noqa: BLE001 - any task error is recorded, not raised
+    except (KeyboardInterrupt, GeneratorExit):
+        raise  # the process is stopping: the try's lease brings it back
+    except BaseException as exc:  # noqa: BLE001 - any task error (SystemExit too) is recorded
         return lifecycle.record_failure(
             message, token, exc,
             retry_in=retry_delay(task, exc, message.try_number, message.max_retries),
