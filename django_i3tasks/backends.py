@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.apps import apps
 from django.conf import settings
@@ -285,7 +285,8 @@ def _json_arguments(task: ApiTaskDefinition[..., Any], args: Any,
     text). When JSON cannot hold one: ``ArgumentsNotSerializable`` (a ``TypeError``) whose
     message is the API's ("Unsupported type: ...") followed by ours, naming the argument."""
     try:
-        return normalize_json(list(args)), normalize_json(dict(kwargs))
+        normalized_args = cast("list[Any]", normalize_json(list(args)))
+        normalized_kwargs = cast("dict[str, Any]", normalize_json(dict(kwargs)))
     except TypeError as exc:
         ours = ""
         try:
@@ -293,6 +294,7 @@ def _json_arguments(task: ApiTaskDefinition[..., Any], args: Any,
         except ArgumentsNotSerializable as detail:
             ours = f"; {detail}"
         raise ArgumentsNotSerializable(f"{exc}{ours}") from exc
+    return normalized_args, normalized_kwargs
 
 
 # --- Django's signals, beside ours ----------------------------------------------------------

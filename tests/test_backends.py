@@ -114,8 +114,8 @@ def test_priority_is_refused_with_djangos_message_then_the_reason():
 
 def test_unknown_queue_is_refused_naming_the_configured_ones():
     # QUEUES set: the API's message, then the alias's queues.
-    with pytest.raises(InvalidTask, match=r"^Queue 'nope' is not valid for backend\. "
-                                          r"TASKS\['default'\]\['QUEUES'\] is \['default', 'heavy'\]"):
+    with pytest.raises(InvalidTask, match=r"^Queue 'nope' is not valid for backend\. TASKS"
+                                          r"\['default'\]\['QUEUES'\] is \['default', 'heavy'\]"):
         api_tasks.api_add.using(queue_name="nope")
     # No QUEUES: every I3TASKS queue is accepted, and only those.
     with pytest.raises(InvalidTask, match=r"^Queue 'nope' is not valid for backend: it is not "
