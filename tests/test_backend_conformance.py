@@ -139,6 +139,19 @@ def test_djangos_enqueued_is_sent_at_once_with_the_recording_outbox(api_events):
     assert [e.name for e in api_events] == ["enqueued", "started", "finished"]
 
 
+def test_djangos_enqueued_for_a_delayed_task_comes_when_the_beat_releases_it(i3settings,
+                                                                            api_events):
+    from django_i3tasks.beat import run_beat
+
+    i3settings(force_sync=True)
+    when = timezone.now() + timedelta(minutes=5)
+    result = api_tasks.api_add.using(run_after=when).enqueue(2, 2)
+    assert api_events == []  # written scheduled: not handed to the transport yet
+    run_beat(now=when + timedelta(minutes=1))
+    assert [(e.name, e.id) for e in api_events] == [
+        ("enqueued", result.id), ("started", result.id), ("finished", result.id)]
+
+
 def test_djangos_task_finished_once_when_it_ends_while_the_error_is_handled(i3settings,
                                                                             api_events):
     i3settings(force_sync=True)
