@@ -6,28 +6,18 @@ rows as ``.delay()`` and publishes through the same outbox (after commit), the p
 pull worker run the message with the same runner (claim, run, record: a duplicate delivery
 runs nothing), and ``get_result()`` reads the rows back.
 
-The API is ``django.tasks`` on Django 6 and the ``django-tasks`` backport (0.10+) before it;
-the base class and the API's classes are picked once, at import.
-
-A thin adapter: tasks are registered in our registry when Django's ``@task`` defines them
+The API is ``django.tasks`` on Django 6 and the ``django-tasks`` backport (0.10+) before it
+(``tasks_api``). Tasks are registered in our registry when Django's ``@task`` defines them
 (``validate_task`` runs at definition), as ``ApiTask`` entries, so a message still only runs a
-registered function and never imports a module it names.
-
-Status mapping (our execution -> the API's ``TaskResultStatus``):
-
-- waiting, scheduled, pending (its latest try queued or in its backoff) -> READY
-- pending with its latest try running -> RUNNING
-- success -> SUCCESSFUL
-- failed, skipped, and any other finished state (cancelled, expired) -> FAILED
+registered function and never imports a module it names. Results, Django's signals and the
+status mapping: ``api_bridge``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from django.apps import apps
 from django.conf import settings
@@ -35,179 +25,44 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import lifecycle
+from . import lifecycle, outbox, spec
+from .api_bridge import (
+    ApiTask,
+    Enqueueing,
+    after_commit,
+    build_result,
+    definition_of,
+    enqueueing,
+    send,
+    task_name,
+)
 from .conf import get_settings
-from .models import ExecutionStatus, TaskExecution, TaskExecutionResult, TaskExecutionTry, TryStatus
+from .exceptions import ArgumentsNotSerializable
+from .models import ExecutionStatus, TaskExecution
 from .registry import registry
-from .task import Task, TaskMetadata
-
-if TYPE_CHECKING:
-    # Type-checked against Django 6's API (django-stubs); the backport has the same shape.
-    from django.tasks import checks as _api_checks
-    from django.tasks.backends.base import BaseTaskBackend
-    from django.tasks.base import (
-        DEFAULT_TASK_QUEUE_NAME,
-        TaskContext,
-        TaskError,
-        TaskResult,
-        TaskResultStatus,
-    )
-    from django.tasks.base import Task as ApiTaskDefinition
-    from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-else:
-    try:
-        from django.tasks import checks as _api_checks
-        from django.tasks.backends.base import BaseTaskBackend
-        from django.tasks.base import (
-            DEFAULT_TASK_QUEUE_NAME,
-            TaskContext,
-            TaskError,
-            TaskResult,
-            TaskResultStatus,
-        )
-        from django.tasks.base import Task as ApiTaskDefinition
-        from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-    except ImportError:
-        try:
-            # Django < 6: the backport. Importing its checks module registers the tasks
-            # framework's system check even when "django_tasks" is not in INSTALLED_APPS.
-            from django_tasks import checks as _api_checks
-            from django_tasks.backends.base import BaseTaskBackend
-            from django_tasks.base import (
-                DEFAULT_TASK_QUEUE_NAME,
-                TaskContext,
-                TaskError,
-                TaskResult,
-                TaskResultStatus,
-            )
-            from django_tasks.base import Task as ApiTaskDefinition
-            from django_tasks.exceptions import InvalidTaskError as InvalidTask
-            from django_tasks.exceptions import TaskResultDoesNotExist
-        except ImportError as exc:
-            raise ImportError(
-                "django_i3tasks.backends.PubSubBackend needs Django's tasks API: Django 6+ "
-                "(django.tasks), or the backport on Django 4.2-5.2: pip install "
-                "'django-tasks>=0.10'"
-            ) from exc
+from .tasks_api import (
+    DEFAULT_TASK_QUEUE_NAME,
+    TASKS_API,
+    ApiTaskDefinition,
+    BaseTaskBackend,
+    InvalidTask,
+    TaskContext,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    api_signals,
+    normalize_json,
+)
 
 __all__ = [
     "TASKS_API", "ApiTask", "BaseTaskBackend", "InvalidTask", "PubSubBackend", "TaskContext",
     "TaskResult", "TaskResultDoesNotExist", "TaskResultStatus", "build_result",
 ]
 
-#: Where the API comes from in this process: ``"django.tasks"`` or ``"django_tasks"``.
-TASKS_API: str = TaskResult.__module__.rsplit(".", 1)[0]
-_ = _api_checks  # imported for its side effect: the API's system check is registered
-
 #: Priority every task has unless it sets one (both APIs use 0).
 DEFAULT_PRIORITY = 0
 #: ``OPTIONS`` keys the backend understands.
 OPTION_NAMES = frozenset({"MAX_RETRIES"})
-
-#: Our states that map to SUCCESSFUL, READY or (with a running try) RUNNING; every other
-#: state is a finished failure, so one added later (cancelled, expired) maps to FAILED.
-_SUCCESS = str(ExecutionStatus.SUCCESS)
-_NOT_STARTED = {str(ExecutionStatus.WAITING), str(ExecutionStatus.SCHEDULED)}
-_PENDING = str(ExecutionStatus.PENDING)
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class ApiTask(Task[..., Any]):
-    """Our registry's entry for a function decorated with Django's ``@task``.
-
-    It runs like any registered task (``execution.run_message``); only the call differs: a
-    ``takes_context=True`` function gets the API's ``TaskContext`` first, whose ``attempt`` is
-    our try number.
-    """
-
-    definition: Any = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.definition is not None and self.definition.takes_context and self._signature:
-            # The runner passes the context first: calls bind the parameters after it.
-            parameters = list(self._signature.parameters.values())[1:]
-            object.__setattr__(self, "_signature",
-                               self._signature.replace(parameters=parameters))
-
-    def __repr__(self) -> str:
-        return f"<ApiTask {self.name}>"
-
-    def run(self, args: Sequence[Any], kwargs: dict[str, Any], metadata: TaskMetadata, *,
-            time_limit: float | None = None) -> Any:
-        if self.definition.takes_context:
-            args = [TaskContext(task_result=self._current_result(metadata)), *args]
-        return super().run(args, kwargs, metadata, time_limit=time_limit)
-
-    def _current_result(self, metadata: TaskMetadata) -> TaskResult[..., Any]:
-        """The result of the execution being run (RUNNING, ``attempts`` = try number); for a
-        plain inline call (``entry(...)``), a result that exists only in memory."""
-        if metadata.execution_uuid is not None:
-            execution = TaskExecution.objects.filter(uuid=metadata.execution_uuid).first()
-            if execution is not None:
-                return build_result(self.definition, execution)
-        now = timezone.now()
-        return TaskResult(
-            task=self.definition, id="", status=TaskResultStatus("RUNNING"), enqueued_at=None,
-            started_at=now, finished_at=None, last_attempted_at=now, args=[], kwargs={},
-            backend=self.definition.backend, errors=[], worker_ids=["inline"],
-        )
-
-
-def task_name(definition: ApiTaskDefinition[..., Any]) -> str:
-    """The dotted path a task is registered and enqueued under (the API's ``module_path``)."""
-    return f"{definition.func.__module__}.{definition.func.__qualname__}"
-
-
-def build_result(definition: ApiTaskDefinition[..., Any],
-                 execution: TaskExecution) -> TaskResult[..., Any]:
-    """The API's ``TaskResult`` of one execution, read from its rows (see the module's status
-    mapping). ``attempts`` counts the tries that started; ``errors`` has one entry per failed
-    try, oldest first."""
-    tries = list(
-        TaskExecutionTry.objects.filter(execution_id=execution.pk)
-        .order_by("number")
-        .only("number", "status", "started_at", "error_type", "traceback")
-    )
-    started = [t for t in tries if t.started_at is not None]
-    state = str(execution.status)
-    if state == _SUCCESS:
-        name = "SUCCESSFUL"
-    elif state in _NOT_STARTED:
-        name = "READY"
-    elif state == _PENDING:
-        running = bool(tries) and tries[-1].status == TryStatus.RUNNING
-        name = "RUNNING" if running else "READY"
-    else:
-        name = "FAILED"
-    status = TaskResultStatus(name)
-    result = TaskResult(
-        task=definition,
-        id=str(execution.uuid),
-        status=status,
-        enqueued_at=execution.created_at,
-        started_at=started[0].started_at if started else None,
-        finished_at=execution.finished_at,
-        last_attempted_at=started[-1].started_at if started else None,
-        args=list(execution.args),
-        kwargs=dict(execution.kwargs),
-        backend=definition.backend,
-        errors=[
-            TaskError(exception_class_path=t.error_type, traceback=t.traceback)
-            for t in tries if t.status == TryStatus.FAILED
-        ],
-        # Our rows record tries, not which process ran them: one id per started try, so
-        # that ``attempts`` (their count) is the number of tries run so far.
-        worker_ids=[f"try-{t.number}" for t in started],
-    )
-    if status == TaskResultStatus.SUCCESSFUL:
-        value = (
-            TaskExecutionResult.objects.filter(execution_id=execution.pk)
-            .values_list("value", flat=True)
-            .first()
-        )
-        object.__setattr__(result, "_return_value", value)
-    return result
 
 
 class PubSubBackend(BaseTaskBackend):
@@ -217,7 +72,8 @@ class PubSubBackend(BaseTaskBackend):
     ``"default"`` means ``I3TASKS.default_queue`` unless a queue is named ``"default"``.
     Without ``QUEUES`` every ``I3TASKS`` queue is accepted. ``OPTIONS``:
     ``{"MAX_RETRIES": n}`` retries a failing task ``n`` times (default:
-    ``I3TASKS.default_max_retries``, as for ``@TaskDecorator`` tasks).
+    ``I3TASKS.default_max_retries``, as for ``@TaskDecorator`` tasks); it applies to what is
+    enqueued through this alias, also with ``Task.using(backend=...)``.
     """
 
     #: ``run_after`` becomes our eta: the execution is written *scheduled* and the beat
@@ -227,8 +83,8 @@ class PubSubBackend(BaseTaskBackend):
     supports_async_task = True
     #: Results are rows: any process reads them.
     supports_get_result = True
-    #: Pub/Sub delivers in no priority order; a priority other than the default is refused
-    #: when the task is defined (``validate_task``), rather than silently ignored.
+    #: Pub/Sub delivers in no priority order: the API refuses a priority other than the
+    #: default when the task is defined, rather than letting it be silently ignored.
     supports_priority = False
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
@@ -246,37 +102,62 @@ class PubSubBackend(BaseTaskBackend):
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     def queue_name(self, api_queue_name: str) -> str:
-        """Our queue for the API's ``queue_name``; ``InvalidTask`` naming the configured
-        queues when there is none."""
+        """Our queue for the API's ``queue_name``; ``InvalidTask`` (the API's words, then
+        the configured queues) when there is none."""
         names = [queue.queue_name for queue in get_settings().queues]
         if api_queue_name in names:
             return api_queue_name
         if api_queue_name == DEFAULT_TASK_QUEUE_NAME:
             return get_settings().default_queue.queue_name
         raise InvalidTask(
-            f"Queue {api_queue_name!r} is not a queue of I3TASKS (configured: "
-            f"{', '.join(names)}); use one of them, or add a PushQueue/PullQueue named "
-            f"{api_queue_name!r} to I3TASKS.other_queues."
+            f"Queue {api_queue_name!r} is not valid for backend: it is not a queue of "
+            f"I3TASKS (configured: {', '.join(names)}); use one of them, or add a "
+            f"PushQueue/PullQueue named {api_queue_name!r} to I3TASKS.other_queues."
         )
+
+    def api_queue_name(self, queue_name: str, preferred: str) -> str:
+        """The API's name of our queue ``queue_name``: ``preferred`` (a task's own) when it
+        maps there, else the name itself, or ``"default"`` for the default queue when this
+        backend does not accept its own name."""
+        try:
+            if self.queue_name(preferred) == queue_name:
+                return preferred
+        except InvalidTask:
+            pass
+        if (queue_name == get_settings().default_queue.queue_name and self.queues
+                and queue_name not in self.queues):
+            return DEFAULT_TASK_QUEUE_NAME
+        return queue_name
 
     # -- defining tasks ------------------------------------------------------------------
 
     def validate_task(self, task: ApiTaskDefinition[..., Any]) -> None:
-        """The API's rules, our priority and queue rules, then register the task, so that
-        the push view and the worker know it (it runs when ``@task`` defines the task)."""
-        if task.priority != DEFAULT_PRIORITY:
-            raise InvalidTask(
-                f"{task_name(task)}: priority={task.priority} cannot be honoured by "
-                f"PubSubBackend: Pub/Sub delivers messages in no priority order. Leave the "
-                f"default priority ({DEFAULT_PRIORITY}); send urgent work to a queue of its own."
-            )
+        """The API's rules (its own messages first), then our queue rule, then register the
+        task, so that the push view and the worker know it (it runs when ``@task`` defines
+        the task)."""
+        try:
+            super().validate_task(task)
+        except InvalidTask as exc:
+            hint = self._hint(task)
+            if hint:
+                raise InvalidTask(f"{exc} {hint}") from None
+            raise
         try:
             queue_name: str | None = self.queue_name(task.queue_name)
         except ImproperlyConfigured:
             queue_name = None  # I3TASKS itself is wrong: our system checks name the problem
-        super().validate_task(task)
         if queue_name is not None:
             self._register(task, queue_name)
+
+    def _hint(self, task: ApiTaskDefinition[..., Any]) -> str:
+        """Why PubSubBackend refuses what the API refused, when it has a reason of its own."""
+        if not self.supports_priority and task.priority != DEFAULT_PRIORITY:
+            return (f"PubSubBackend: Pub/Sub delivers messages in no priority order; leave "
+                    f"the default priority ({DEFAULT_PRIORITY}) and send urgent work to a "
+                    f"queue of its own.")
+        if self.queues and task.queue_name not in self.queues:
+            return f"TASKS[{self.alias!r}]['QUEUES'] is {sorted(self.queues)}."
+        return ""
 
     def _register(self, task: ApiTaskDefinition[..., Any], queue_name: str) -> ApiTask:
         name = task_name(task)
@@ -289,10 +170,7 @@ class PubSubBackend(BaseTaskBackend):
                 f"Keep @TaskDecorator (it enqueues with .delay()) or Django's @task, not both."
             )
         # A new function, or a module imported again: the newer definition wins.
-        entry = ApiTask(task.func, queue_name=queue_name, max_retries=self.max_retries,
-                        definition=task)
-        registry.register(entry)
-        return entry
+        return ApiTask.of(task, queue_name=queue_name, max_retries=self.max_retries)
 
     # -- enqueueing ----------------------------------------------------------------------
 
@@ -300,21 +178,39 @@ class PubSubBackend(BaseTaskBackend):
                 kwargs: Any) -> TaskResult[Any, Any]:
         """Write the execution (and its first try) and publish it once the transaction
         commits, as ``.delay()`` does; with ``run_after`` in the future, write it scheduled
-        for the beat to release. Arguments must be JSON (``TypeError`` naming the first one
-        that is not, before anything is written)."""
+        for the beat to release. Arguments are normalised as the API does (a ``TypeError``
+        "Unsupported type", before anything is written); this alias's ``MAX_RETRIES``
+        applies."""
         self.validate_task(task)
+        args, kwargs = _json_arguments(task, args, kwargs)
         queue_name = self.queue_name(task.queue_name)
-        entry = self._register(task, queue_name)
-        call = entry.using(queue_name=queue_name, eta=_aware(task.run_after))
-        execution = lifecycle.enqueue(call.spec(list(args), dict(kwargs)))
-        return build_result(task, execution)
+        entry = self._register(task, queue_name).with_retries(self.max_retries)
+        sink = outbox.get_outbox()
+        state = Enqueueing(task)
+        token = enqueueing.set(state)
+        try:
+            call = entry.using(queue_name=queue_name, eta=_aware(task.run_after))
+            execution = lifecycle.enqueue(call.spec(args, kwargs))
+        finally:
+            enqueueing.reset(token)
+        result = build_result(task, execution)
+        if not state.announced and execution.status != ExecutionStatus.SCHEDULED:
+            if isinstance(sink, outbox.RecordingOutbox):
+                # Recorded at once (a test's transaction may never commit), as DummyBackend
+                # announces at once; the commit, if it comes, does not announce it again.
+                after_commit.add(result.id, None)
+                send(api_signals.task_enqueued, result)
+            else:
+                after_commit.add(result.id, task)
+        return result
 
     # -- results -------------------------------------------------------------------------
 
     def get_result(self, result_id: str) -> TaskResult[Any, Any]:
-        """The result of the execution whose uuid is ``result_id``, from our rows;
-        ``TaskResultDoesNotExist`` for an unknown id or an execution of a task that is not
-        a task of this API in this process (a @TaskDecorator task, or one not imported)."""
+        """The result of the execution whose uuid is ``result_id``, from our rows, its task
+        as enqueued (queue, ``run_after``) through this alias; ``TaskResultDoesNotExist`` for
+        an unknown id or an execution of a task that is not a task of this API in this
+        process (a @TaskDecorator task, or one not imported)."""
         try:
             execution_uuid = uuid.UUID(str(result_id))
         except ValueError:
@@ -328,7 +224,7 @@ class PubSubBackend(BaseTaskBackend):
                 f"task result {result_id!r} belongs to {execution.task_name}, which is not a "
                 f"task of Django's tasks API in this process"
             )
-        return build_result(entry.definition, execution)
+        return build_result(definition_of(entry, execution, self.alias), execution)
 
     # -- system checks -------------------------------------------------------------------
 
@@ -380,3 +276,25 @@ def _aware(run_after: datetime | None) -> datetime | None:
     if run_after is not None and timezone.is_naive(run_after) and not settings.USE_TZ:
         return timezone.make_aware(run_after)
     return run_after
+
+
+def _json_arguments(task: ApiTaskDefinition[..., Any], args: Any,
+                    kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The call's arguments as the API normalises them (tuples become lists, UTF-8 bytes
+    text). When JSON cannot hold one: ``ArgumentsNotSerializable`` (a ``TypeError``) whose
+    message is the API's ("Unsupported type: ...") followed by ours, naming the argument."""
+    try:
+        normalized_args = cast("list[Any]", normalize_json(list(args)))
+        normalized_kwargs = cast("dict[str, Any]", normalize_json(dict(kwargs)))
+    except TypeError as exc:
+        ours = ""
+        try:
+            spec.payload(task_name(task), list(args), dict(kwargs))
+        except ArgumentsNotSerializable as detail:
+            ours = f"; {detail}"
+        raise ArgumentsNotSerializable(f"{exc}{ours}") from exc
+    return normalized_args, normalized_kwargs
+
+
+# --- Django's signals, beside ours ----------------------------------------------------------
+

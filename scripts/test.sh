@@ -4,7 +4,8 @@
 #   main  .venv       Python 3.11, Django 5.2   whole suite on SQLite and on PostgreSQL
 #   dj42  .venv-dj42  Python 3.11, Django 4.2   SQLite, without the slow subprocess-worker tests
 #   dj6   .venv-dj6   Python 3.12, Django 6.x   SQLite, without the slow subprocess-worker tests
-# The main leg also runs import-linter (the layer contract) and mypy. The Pub/Sub emulator is
+# The main leg also runs import-linter (the layer contract) and mypy; the dj6 leg also runs
+# Django's own tests/tasks against PubSubBackend (scripts/conformance.py). The Pub/Sub emulator is
 # Google's when it is installed, else the package's Python one (I3TASKS_EMULATOR=python|java|auto).
 # Extra arguments go to pytest (every leg). I3TASKS_LEGS="main" (or "dj42 dj6"…) picks legs.
 # Tests come in tiers (tests/unit, tests/db, tests/e2e); all run by default, and
@@ -173,6 +174,16 @@ for leg in $LEGS; do
     esac
     summary+=("$(printf '%-5s %-8s %4ss  %s' "$leg" "$db" "$took" "$result")")
   done
+  if [ "$leg" = dj6 ]; then
+    # Django's own tests/tasks against PubSubBackend (scripts/conformance.py says how).
+    step "conformance: leg $leg, Django's tests/tasks against PubSubBackend"
+    started=$SECONDS
+    "$venv/bin/python" scripts/conformance.py 2>&1 | tee "$venv/conformance.log"
+    code=${PIPESTATUS[0]}
+    counts=$(tail -n 1 "$venv/conformance.log" | sed 's/^conformance ([^)]*): //')
+    if [ "$code" = 0 ]; then result="passed ($counts)"; else result="FAILED ($counts)"; status=1; fi
+    summary+=("$(printf '%-5s %-8s %4ss  %s' "$leg" conform "$((SECONDS - started))" "$result")")
+  fi
 done
 step "summary"
 printf '%s\n' "${summary[@]}"

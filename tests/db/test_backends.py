@@ -92,14 +92,21 @@ def test_a_task_decorator_task_cannot_also_be_an_api_task():
     assert registry.get("tests.testapp.tasks.add") is tasks.add
 
 
-def test_priority_is_refused_with_the_reason():
-    with pytest.raises(InvalidTask, match=r"priority=5 .*no priority order"):
+def test_priority_is_refused_with_djangos_message_then_the_reason():
+    with pytest.raises(InvalidTask, match=r"^Backend does not support setting priority of "
+                                          r"tasks\. PubSubBackend: .*no priority order"):
         api_tasks.api_add.using(priority=5)
 
 
 def test_unknown_queue_is_refused_naming_the_configured_ones():
-    with pytest.raises(InvalidTask, match=r"'nope' is not a queue of I3TASKS.*default, heavy"):
+    # QUEUES set: the API's message, then the alias's queues.
+    with pytest.raises(InvalidTask, match=r"^Queue 'nope' is not valid for backend\. TASKS"
+                                          r"\['default'\]\['QUEUES'\] is \['default', 'heavy'\]"):
         api_tasks.api_add.using(queue_name="nope")
+    # No QUEUES: every I3TASKS queue is accepted, and only those.
+    with pytest.raises(InvalidTask, match=r"^Queue 'nope' is not valid for backend: it is not "
+                                          r"a queue of I3TASKS \(configured: default, heavy\)"):
+        api_tasks.api_context.using(queue_name="nope")
 
 
 class Published(outbox.PubSubOutbox):

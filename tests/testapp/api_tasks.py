@@ -59,3 +59,17 @@ async def api_async_double(x):
 def api_heavy(tag):
     record(f"api_heavy:{tag}")
     return tag
+
+
+@task
+def api_returns_set(tag):
+    """A value JSON cannot hold: Django's contract fails the task (``@TaskDecorator`` records
+    its repr instead)."""
+    record(f"api_returns_set:{tag}")
+    return {tag}
+
+
+@task
+def api_exits(tag):
+    record(f"api_exits:{tag}")
+    raise SystemExit(f"api exit {tag}")

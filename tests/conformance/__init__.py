@@ -1,0 +1,1 @@
+"""Django's own ``tests/tasks`` run against ``PubSubBackend`` (``scripts/conformance.py``)."""
