@@ -79,17 +79,14 @@ def _import_task_modules() -> None:
             import_module(name)
 
 
-#: Django's default ``handler400`` (``django.conf.urls.handler400``).
-_DJANGO_BAD_REQUEST = "django.views.defaults.bad_request"
-
-
 def _install_bad_request_handler() -> None:
     """A Host outside ``ALLOWED_HOSTS`` is refused by Django's middleware with its HTML 400
     page, before any view runs. Where the project keeps Django's default handler, ours takes
     its place: JSON for the package's endpoints, Django's page for every other URL."""
     from django.conf import urls
+    from django.views import defaults
 
-    if urls.handler400 == _DJANGO_BAD_REQUEST:
+    if urls.handler400 in (defaults.bad_request, "django.views.defaults.bad_request"):
         urls.handler400 = "django_i3tasks.views.bad_request"
 
 
