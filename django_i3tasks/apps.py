@@ -87,7 +87,7 @@ def _install_bad_request_handler() -> None:
     from django.views import defaults
 
     if urls.handler400 in (defaults.bad_request, "django.views.defaults.bad_request"):
-        urls.handler400 = "django_i3tasks.views.bad_request"
+        urls.handler400 = "django_i3tasks.views.bad_request"  # type: ignore[assignment]
 
 
 def _is_serving() -> bool:
