@@ -30,7 +30,7 @@ setup(
     install_requires=[
         "django>=4.2,<7",
         "asgiref>=3.6,<4",
-        "google-cloud-pubsub>=2.18,<3",
+        "google-cloud-pubsub>=2.28,<3",
         "google-api-core>=2.11,<3",
         "google-auth>=2.14.1,<3",
         "grpcio>=1.51.3,<2",
