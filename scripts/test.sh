@@ -135,7 +135,7 @@ done
 RUN_LEGS=${RUN_LEGS# }
 if [ -z "$RUN_LEGS" ]; then
   printf '%s\n' "${summary[@]}"
-  echo "no leg can run: install Python 3.10-3.13" >&2
+  echo "none of the legs $LEGS can run here: each needs one of its Pythons (above)" >&2
   exit 1
 fi
 if [[ " $LEGS " == *" main "* && " $RUN_LEGS " != *" main "* ]]; then
