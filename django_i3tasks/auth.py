@@ -92,14 +92,27 @@ def _header_name(meta_key: str) -> str:
 
 def check_token(request: HttpRequest, expected: str | None) -> None:
     """Status and health endpoints: the ``X-I3Tasks-Token`` header, or (as 0.1 sent it)
-    ``Authorization: Bearer <token>``. Never a query string: it ends up in access logs."""
+    ``Authorization: Bearer <token>``. Never a query string: it ends up in access logs.
+    Without a token they answer anyone; under ``DEBUG=False`` the first such answer of the
+    process is logged as a warning (the system check W021 says it at startup too)."""
     if not expected:
+        _warn_open_once()
         return
     scheme, _, bearer = request.META.get(AUTHORIZATION_HEADER, "").strip().partition(" ")
     if (not request.META.get(TOKEN_HEADER) and scheme.lower() == "bearer"
             and constant_time_compare(bearer.strip(), expected)):
         return
     check_header_token(request, expected, TOKEN_HEADER)
+
+
+_warned_open = threading.Event()
+
+
+def _warn_open_once() -> None:
+    if not settings.DEBUG and not _warned_open.is_set():
+        _warned_open.set()
+        logger.warning("The status and health endpoints answer without a token: set "
+                       "I3TASKS.status_token (status returns results and error messages).")
 
 
 # --- OIDC ---------------------------------------------------------------------------------

@@ -164,3 +164,24 @@ def test_try_label_names_the_execution(no_publish):
     handle = tasks.add.delay(1, 2)
     first = handle.task_execution.tries.get()
     assert str(first) == f"try 1 of execution {handle.uuid} ({first.status})"
+
+
+def test_the_emulator_says_which_kind_started_and_where():
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django_i3tasks.testing.emulator", "--kind", "python",
+         "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first, second = process.stdout.readline(), process.stdout.readline()
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert first.strip() == f"PUBSUB_EMULATOR_HOST=127.0.0.1:{port}"
+    assert second.startswith(f"python Pub/Sub emulator ready on 127.0.0.1:{port}")
+    assert "PUBSUB_EMULATOR_HOST wins over PUBSUB_CONFIG['HOST']" in second

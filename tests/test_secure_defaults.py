@@ -255,3 +255,14 @@ def test_bad_host_gets_the_json_answer_on_the_endpoints(settings):
     # Every other URL keeps Django's own answer.
     other = client.get("/admin/", HTTP_HOST="attacker.example")
     assert other.status_code == 400 and other["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+def test_status_without_a_token_logs_a_warning_once(caplog, monkeypatch):
+    monkeypatch.setattr(auth, "_warned_open", __import__("threading").Event())
+    with caplog.at_level("WARNING", logger="django_i3tasks.auth"):
+        Client().get("/i3/tasks-health/")
+        Client().get("/i3/tasks-health/")
+    warnings = [r for r in caplog.records if "answer without a token" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "I3TASKS.status_token" in warnings[0].getMessage()
