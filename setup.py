@@ -16,16 +16,26 @@ setup(
     license="GPL-3.0-or-later",
     packages=find_packages(include=["django_i3tasks", "django_i3tasks.*"]),
     include_package_data=True,
+    # Every non-Python file the package needs at run time; scripts/wheel_smoke.py fails when
+    # a file tracked under django_i3tasks/ is missing from the wheel.
     package_data={
         "django_i3tasks": [
-            "testing/java-emulator-fix/io/grpc/*.java", "static/django_i3tasks/*.css",
+            "py.typed", "static/**/*", "templates/**/*", "testing/java-emulator-fix/**/*",
         ],
     },
     python_requires=">=3.10",
+    # Every distribution the package imports, bounded: the lower bounds are installed and
+    # tested by scripts/test.sh's "minimums" leg, the upper bounds are the next major versions
+    # after the ones the other legs test.
     install_requires=[
-        "django>=4.2",
-        "google-cloud-pubsub>=2.18",
-        "croniter>=1.3",
+        "django>=4.2,<7",
+        "asgiref>=3.6,<4",
+        "google-cloud-pubsub>=2.28,<3",
+        "google-api-core>=2.11,<3",
+        "google-auth>=2.14.1,<3",
+        "grpcio>=1.51.3,<2",
+        "protobuf>=4.21.6,<8",
+        "croniter>=1.3,<8",
     ],
     extras_require={
         "test": [
@@ -42,6 +52,9 @@ setup(
             # it is unused (django.tasks wins) and harmless: it needs only Django>=4.2,
             # typing_extensions and django-stubs-ext, which django-stubs brings anyway.
             "django-tasks>=0.10",
+            # The wheel check: build it, check its metadata (scripts/wheel_smoke.py).
+            "build>=1.0",
+            "twine>=5.0",
         ],
         # bench/compare.py: the systems it compares with, the server, the chart.
         "bench": [
@@ -55,6 +68,15 @@ setup(
     classifiers=[
         "Framework :: Django",
         "License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)",
+        "Framework :: Django :: 4.2",
+        "Framework :: Django :: 5.2",
+        "Framework :: Django :: 6.0",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Typing :: Typed",
     ],
 )

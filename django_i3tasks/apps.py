@@ -26,10 +26,11 @@ class I3TasksConfig(AppConfig):
         # Imported here, not at the top: modules that define or use models can only be
         # imported once the app registry is ready.
         from . import (
-            checks,  # noqa: F401 - registers the system checks
+            checks,  # registers the system checks
             execution,
             logs,
             outbox,
+            project_checks,  # noqa: F401 - registers the checks of the project's wiring
         )
         from .registry import autodiscover
 
@@ -40,6 +41,8 @@ class I3TasksConfig(AppConfig):
         # Tasks registered from here until Django is ready are known to every process
         # (registry.known_at_startup).
         autodiscover()
+        _import_task_modules()
+        _install_bad_request_handler()
         if checks.uses_tasks_backend():
             # Django 6 registers its tasks check when django.tasks is imported (the backport
             # when its checks module is): importing the backend does it, so `manage.py check`
@@ -57,6 +60,38 @@ class I3TasksConfig(AppConfig):
         from .groups import create_group
 
         return create_group(callback=callback, total_count=total_count)
+
+
+def _import_task_modules() -> None:
+    """``I3TASKS.task_modules``: tasks outside the apps' ``tasks`` modules are registered in
+    every process. A module that does not exist is left to the system check (E041), which
+    names it; an error inside an existing module propagates, as in Django's autodiscovery."""
+    from importlib import import_module
+    from importlib.util import find_spec
+
+    from django.conf import settings
+
+    modules = getattr(getattr(settings, "I3TASKS", None), "task_modules", ())
+    if isinstance(modules, str) or not isinstance(modules, tuple | list):
+        return  # the system check says what is wrong
+    for name in modules:
+        try:
+            exists = isinstance(name, str) and bool(name) and find_spec(name) is not None
+        except (ImportError, ValueError):
+            exists = False
+        if exists:
+            import_module(name)
+
+
+def _install_bad_request_handler() -> None:
+    """A Host outside ``ALLOWED_HOSTS`` is refused by Django's middleware with its HTML 400
+    page, before any view runs. Where the project keeps Django's default handler, ours takes
+    its place: JSON for the package's endpoints, Django's page for every other URL."""
+    from django.conf import urls
+    from django.views import defaults
+
+    if urls.handler400 in (defaults.bad_request, "django.views.defaults.bad_request"):
+        urls.handler400 = "django_i3tasks.views.bad_request"  # type: ignore[assignment]
 
 
 def _is_serving() -> bool:

@@ -26,6 +26,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare
@@ -33,6 +34,7 @@ from google.auth.crypt import RSAVerifier
 
 from .conf import get_settings
 from .exceptions import (
+    AuthenticationNotConfigured,
     AuthError,
     BadHost,
     CertificatesUnavailable,
@@ -43,7 +45,8 @@ from .exceptions import (
 
 __all__ = [
     "CertificateCache", "CertificatesUnavailable", "TokenError", "authenticate_beat",
-    "authenticate_push", "check_header_token", "check_token", "verify_oidc_token",
+    "authenticate_push", "check_header_token", "check_token", "open_endpoints_allowed",
+    "verify_oidc_token",
 ]
 logger = logging.getLogger(__name__)
 
@@ -89,14 +92,27 @@ def _header_name(meta_key: str) -> str:
 
 def check_token(request: HttpRequest, expected: str | None) -> None:
     """Status and health endpoints: the ``X-I3Tasks-Token`` header, or (as 0.1 sent it)
-    ``Authorization: Bearer <token>``. Never a query string: it ends up in access logs."""
+    ``Authorization: Bearer <token>``. Never a query string: it ends up in access logs.
+    Without a token they answer anyone; under ``DEBUG=False`` the first such answer of the
+    process is logged as a warning (the system check W021 says it at startup too)."""
     if not expected:
+        _warn_open_once()
         return
     scheme, _, bearer = request.META.get(AUTHORIZATION_HEADER, "").strip().partition(" ")
     if (not request.META.get(TOKEN_HEADER) and scheme.lower() == "bearer"
             and constant_time_compare(bearer.strip(), expected)):
         return
     check_header_token(request, expected, TOKEN_HEADER)
+
+
+_warned_open = threading.Event()
+
+
+def _warn_open_once() -> None:
+    if not settings.DEBUG and not _warned_open.is_set():
+        _warned_open.set()
+        logger.warning("The status and health endpoints answer without a token: set "
+                       "I3TASKS.status_token (status returns results and error messages).")
 
 
 # --- OIDC ---------------------------------------------------------------------------------
@@ -281,15 +297,32 @@ def _check_claims(claims: Mapping[str, Any], *, audience: str, emails: Collectio
         raise TokenError(f"email {email!r} of the token is not verified")
 
 
-def _oidc_emails(emails: Any) -> tuple[str, ...]:
+def _oidc_emails(emails: Any, endpoint: str) -> tuple[str, ...]:
     """The configured emails; a bare string is refused so it cannot match by substring."""
     if isinstance(emails, str) or not isinstance(emails, tuple | list) or not all(
         isinstance(email, str) for email in emails
     ):
         raise ImproperlyConfigured(
-            "I3TASKS.oidc_service_account_emails must be a tuple of str; see 'manage.py check'."
+            f"I3TASKS.oidc_{endpoint}_service_account_emails (or oidc_service_account_emails) "
+            "must be a tuple of str; see 'manage.py check'."
         )
     return tuple(emails)
+
+
+def open_endpoints_allowed() -> bool:
+    """Whether push and beat may answer without authentication: ``DEBUG=True`` or
+    ``I3TASKS.allow_unauthenticated=True``. Otherwise an endpoint whose authentication is not
+    configured refuses everything, so a forgotten setting fails closed."""
+    return bool(settings.DEBUG) or get_settings().allow_unauthenticated is True
+
+
+def _refuse_unconfigured(endpoint: str, setting: str) -> None:
+    if not open_endpoints_allowed():
+        raise AuthenticationNotConfigured(
+            f"the {endpoint} endpoint has no authentication configured: set {setting}, or "
+            "I3TASKS.allow_unauthenticated=True when something in front of the app "
+            "authenticates (see 'manage.py check')"
+        )
 
 
 def _bearer_token(request: HttpRequest) -> str:
@@ -307,22 +340,23 @@ def _bearer_token(request: HttpRequest) -> str:
 
 
 def _expected_audience(request: HttpRequest, configured: str | None) -> str:
-    """``I3TASKS.oidc_audience``, else this request's absolute URL (Pub/Sub's default
-    audience is the push endpoint URL). Behind a TLS-terminating proxy, the absolute URL is
-    only right with ``SECURE_PROXY_SSL_HEADER``; setting ``oidc_audience`` avoids the guess."""
-    return configured or request.build_absolute_uri()
+    """``I3TASKS.oidc_audience``, else this request's absolute URL without its query string
+    (Pub/Sub's default audience is the push endpoint URL; a query string would let the caller
+    choose the audience). Behind a TLS-terminating proxy, the absolute URL is only right with
+    ``SECURE_PROXY_SSL_HEADER``; setting ``oidc_audience`` avoids the guess."""
+    return configured or request.build_absolute_uri(request.path)
 
 
-def verify_request_oidc(request: HttpRequest, endpoint: str) -> None:
+def verify_request_oidc(request: HttpRequest, endpoint: str, emails: Any) -> None:
     """Nothing when the request carries a valid token of an allowed service account; else
     ``Unauthenticated``, ``Forbidden`` (``TokenError``), ``BadHost`` or, when Google's
     certificates cannot be had, ``CertificatesUnavailable`` (503: deliver again later)."""
     conf = get_settings()
-    emails = _oidc_emails(conf.oidc_service_account_emails)
+    allowed = _oidc_emails(emails, endpoint)
     token = _bearer_token(request)
     try:
         audience = _expected_audience(request, conf.oidc_audience)
-        verify_oidc_token(token, audience=audience, emails=emails,
+        verify_oidc_token(token, audience=audience, emails=allowed,
                           certs_url=conf.oidc_certs_url)
     except DisallowedHost:
         raise BadHost("the Host header is not allowed") from None
@@ -336,21 +370,28 @@ def verify_request_oidc(request: HttpRequest, endpoint: str) -> None:
 def authenticate_push(request: HttpRequest) -> None:
     """Push endpoint: nothing when the caller may push; else an ``AuthError``.
 
-    Verification is on when ``oidc_service_account_emails`` is set. Without it the endpoint
-    is open and relies on message signatures (see ``messages``) and network controls; the
-    system check ``django_i3tasks.W001`` says so.
+    Verification is on when ``oidc_push_service_account_emails`` (or the shared
+    ``oidc_service_account_emails``) is set. Without it the endpoint refuses everything under
+    ``DEBUG=False``, unless ``allow_unauthenticated`` opens it (it then relies on message
+    signatures and network controls; the system check ``django_i3tasks.W001`` says so).
     """
-    if get_settings().oidc_service_account_emails:
-        verify_request_oidc(request, "push")
+    emails = get_settings().push_emails
+    if emails:
+        verify_request_oidc(request, "push", emails)
+    else:
+        _refuse_unconfigured("push", "I3TASKS.oidc_push_service_account_emails")
 
 
 def authenticate_beat(request: HttpRequest) -> None:
     """Beat endpoint: the ``X-I3Tasks-Beat-Token`` secret or a valid OIDC token (Cloud
-    Scheduler can send either); open when neither ``beat_token`` nor OIDC is configured.
-    Raises an ``AuthError`` when the caller may not call it."""
+    Scheduler can send either). When neither is configured it is open only where
+    ``open_endpoints_allowed()``. Raises an ``AuthError`` when the caller may not call it."""
     conf = get_settings()
-    secret, oidc = conf.beat_token, bool(conf.oidc_service_account_emails)
+    emails = conf.beat_emails
+    secret, oidc = conf.beat_token, bool(emails)
     if not secret and not oidc:
+        _refuse_unconfigured(
+            "beat", "I3TASKS.oidc_beat_service_account_emails or I3TASKS.beat_token")
         return
     has_token = bool(request.META.get(AUTHORIZATION_HEADER))
     if secret and request.META.get(BEAT_TOKEN_HEADER):
@@ -361,7 +402,7 @@ def authenticate_beat(request: HttpRequest) -> None:
             if not (oidc and has_token):
                 raise
     if oidc and (has_token or not secret):
-        verify_request_oidc(request, "beat")
+        verify_request_oidc(request, "beat", emails)
         return
     if not oidc:
         check_header_token(request, secret, BEAT_TOKEN_HEADER)

@@ -19,8 +19,8 @@ from .types import LEGACY_IGNORED, I3TasksSettings, PullQueue, PushQueue, Schedu
 OUTBOXES = ("pubsub", "inline", "recording")
 
 # Pub/Sub resource ids: start with a letter, 3-255 of [A-Za-z0-9-_.~+%], not "goog".
-_RESOURCE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
-_NAME_PART = re.compile(r"^[A-Za-z0-9\-_.~+%]{1,100}$")
+_RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
+_NAME_PART = re.compile(r"[A-Za-z0-9\-_.~+%]{1,100}")
 
 
 #: One id per condition (``manage.py check`` shows it; ``SILENCED_SYSTEM_CHECKS`` takes it).
@@ -35,12 +35,17 @@ ERRORS = {
     "pubsub_config": 24, "project_id": 25, "emulator_host": 26, "credentials": 27,
     "oidc_emails": 28, "oidc_audience": 29, "oidc_certs_url": 30, "endpoint_token": 31,
     "outbox": 32,
+    # E040-E049: first contact (project_checks).
+    "auth_not_configured": 40, "task_modules": 41, "pubsub_config_key": 42,
     # E101-E104 are the checks of the django.tasks backend (``backends``).
     "tasks_api_missing": 105,
 }
 WARNINGS = {
     "open_push_endpoint": 1, "push_account": 2, "push_body_limit": 3, "legacy_field": 4,
     "time_limit_lease": 5, "time_limit_ack_deadline": 6,
+    # W020-W029: first contact (project_checks, endpoint authentication).
+    "shared_oidc_emails": 20, "open_status_endpoint": 21, "push_route": 22,
+    "pubsub_config_key": 23,
 }
 #: The tag of the configuration checks (``manage.py check --tag django_i3tasks``); the
 #: endpoint authentication checks are under Django's ``security`` tag.
@@ -69,7 +74,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                        "from django_i3tasks.types import I3TasksSettings", "not_settings")]
     errors: list[Error | Warning] = []
     errors += _check_pubsub_config()
-    if not isinstance(conf.namespace, str) or not _RESOURCE_ID.match(conf.namespace):
+    if not isinstance(conf.namespace, str) or not _RESOURCE_ID.fullmatch(conf.namespace):
         errors.append(_error(
             f"I3TASKS.namespace {conf.namespace!r} is not a valid Pub/Sub name prefix.",
             "Start with a letter; use 3-255 of A-Z a-z 0-9 - _ . ~ + %.", "namespace"))
@@ -78,8 +83,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             f"I3TASKS.default_queue must be a PushQueue, not {type(conf.default_queue).__name__}.",
             "Pull queues go in other_queues.", "default_queue_kind"))
     if not isinstance(conf.other_queues, tuple | list):
-        errors.append(_error("I3TASKS.other_queues must be a tuple of queues.", None,
-                             "other_queues_kind"))
+        errors.append(_error(
+            f"I3TASKS.other_queues must be a tuple of queues, not "
+            f"{type(conf.other_queues).__name__}.",
+            "A one-queue tuple needs its comma: other_queues=(PullQueue(...),).",
+            "other_queues_kind"))
         return errors
     seen: set[str] = set()
     for index, queue in enumerate(conf.queues):
@@ -126,13 +134,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         errors.append(_error(
             "I3TASKS.retry_backoff_min_seconds is above retry_backoff_max_seconds.", None,
             "backoff_order"))
-    for name in ("force_sync", "run_queue_create_command_on_startup"):
+    for name in ("force_sync", "run_queue_create_command_on_startup", "allow_unauthenticated"):
         if not isinstance(getattr(conf, name), bool):
             errors.append(_error(f"I3TASKS.{name} must be True or False.", None,
                                  "not_bool"))
     if not isinstance(conf.schedules, tuple | list):
-        errors.append(_error("I3TASKS.schedules must be a tuple of Schedule.", None,
-                             "schedules_kind"))
+        errors.append(_error(
+            f"I3TASKS.schedules must be a tuple of Schedule, not "
+            f"{type(conf.schedules).__name__}.",
+            "A one-schedule tuple needs its comma: schedules=(Schedule(...),).",
+            "schedules_kind"))
     else:
         keys: set[str] = set()
         for index, schedule in enumerate(conf.schedules):
@@ -205,7 +216,7 @@ def _check_pubsub_config() -> list[Error]:
                        "'CREDENTIALS': None}", "pubsub_config")]
     errors = []
     project = raw.get("PROJECT_ID")
-    if not isinstance(project, str) or not re.match(r"^[a-z][a-z0-9\-:.]{4,62}$", project):
+    if not isinstance(project, str) or not re.fullmatch(r"[a-z][a-z0-9\-:.]{4,62}", project):
         errors.append(_error(f"PUBSUB_CONFIG['PROJECT_ID'] = {project!r} is not a project id.",
                              None, "project_id"))
     if raw.get("EMULATOR") and not (raw.get("HOST") or os.environ.get("PUBSUB_EMULATOR_HOST")):
@@ -226,7 +237,7 @@ def _check_queue(queue: PushQueue | PullQueue, where: str) -> list[Error]:
     errors = []
     for name in ("queue_name", "subscription_name"):
         value = getattr(queue, name)
-        if not isinstance(value, str) or not _NAME_PART.match(value):
+        if not isinstance(value, str) or not _NAME_PART.fullmatch(value):
             errors.append(_error(f"I3TASKS.{where}.{name} = {value!r} is not a valid name.",
                                  "Use 1-100 of A-Z a-z 0-9 - _ . ~ + %.", "queue_name"))
     if not _number(queue.ack_deadline_seconds, 10, 600):
@@ -298,18 +309,35 @@ def _warning(msg: str, hint: str | None, condition: str) -> Warning:
     return Warning(msg, hint=hint, id=f"django_i3tasks.W{WARNINGS[condition]:03d}")
 
 
+_EMAIL_FIELDS = ("oidc_service_account_emails", "oidc_push_service_account_emails",
+                 "oidc_beat_service_account_emails")
+
+
 def _check_auth(conf: I3TasksSettings) -> list[Error | Warning]:
-    """Endpoint authentication settings, and a warning when the push endpoint is open."""
+    """Endpoint authentication settings, and a warning when the push endpoint is open on
+    purpose (``DEBUG`` or ``allow_unauthenticated``; otherwise ``project_checks`` says it
+    refuses everything)."""
     errors: list[Error | Warning] = []
-    emails = conf.oidc_service_account_emails
-    if isinstance(emails, str) or not isinstance(emails, tuple | list) or not all(
-        isinstance(email, str) and "@" in email for email in emails
-    ):
-        errors.append(_error(
-            f"I3TASKS.oidc_service_account_emails = {emails!r} is not a tuple of emails.",
-            "Write a tuple, e.g. ('pubsub-push@my-project.iam.gserviceaccount.com',).",
-            "oidc_emails"))
-        emails = ()
+    valid = True
+    for name in _EMAIL_FIELDS:
+        emails = getattr(conf, name)
+        if isinstance(emails, str) or not isinstance(emails, tuple | list) or not all(
+            isinstance(email, str) and "@" in email for email in emails
+        ):
+            errors.append(_error(
+                f"I3TASKS.{name} = {emails!r} is not a tuple of emails.",
+                "Write a tuple, e.g. ('pubsub-push@my-project.iam.gserviceaccount.com',).",
+                "oidc_emails"))
+            valid = False
+    if valid and conf.oidc_service_account_emails:
+        errors.append(_warning(
+            "I3TASKS.oidc_service_account_emails is accepted on both the push and the beat "
+            "endpoint: the scheduler's token can push tasks and the push identity can run "
+            "the beat.",
+            "Split it: oidc_push_service_account_emails=(the push subscriptions' account,), "
+            "oidc_beat_service_account_emails=(the Cloud Scheduler job's account,).",
+            "shared_oidc_emails"))
+    push_emails = conf.push_emails if valid else ()
     audience = conf.oidc_audience
     if audience is not None and (not isinstance(audience, str) or not audience):
         errors.append(_error(f"I3TASKS.oidc_audience = {audience!r} must be None or a "
@@ -323,22 +351,24 @@ def _check_auth(conf: I3TasksSettings) -> list[Error | Warning]:
         if value is not None and (not isinstance(value, str) or not value):
             errors.append(_error(f"I3TASKS.{name} must be None or a non-empty string.",
                                  None, "endpoint_token"))
-    if emails:
+    if push_emails:
         errors += [
             _warning(f"Queue {queue.queue_name!r} pushes with service account "
                      f"{queue.oidc_service_account_email!r}, which "
-                     "I3TASKS.oidc_service_account_emails does not accept.",
+                     "I3TASKS.oidc_push_service_account_emails does not accept.",
                      "Every push to it will be refused with 403; add the email.", "push_account")
             for queue in conf.queues
             if isinstance(queue, PushQueue) and queue.oidc_service_account_email
-            and queue.oidc_service_account_email not in emails
+            and queue.oidc_service_account_email not in push_emails
         ]
-    elif not conf.force_sync and not _uses_emulator():
+    elif (settings.DEBUG or conf.allow_unauthenticated is True) and valid \
+            and not conf.force_sync and not _uses_emulator():
         errors.append(_warning(
             "The push endpoint accepts requests from anyone who can reach it: "
-            "I3TASKS.oidc_service_account_emails is empty. Only messages signed with SECRET_KEY "
+            "I3TASKS.oidc_push_service_account_emails is empty and allow_unauthenticated (or "
+            "DEBUG) lets it answer. Only messages signed with SECRET_KEY "
             "run, but then anyone holding that key can run any registered task.",
-            "Set oidc_service_account_emails to the service account of your push "
+            "Set oidc_push_service_account_emails to the service account of your push "
             "subscriptions (PushQueue(oidc_service_account_email=...)); see SECURITY.md.",
             "open_push_endpoint"))
     return errors

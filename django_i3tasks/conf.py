@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from .exceptions import UnknownQueue
 from .types import AnyQueue, I3TasksSettings
 
 EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
@@ -35,9 +36,9 @@ def get_queue(queue_name: str | None = None) -> AnyQueue:
     for queue in conf.queues:
         if queue.queue_name == queue_name:
             return queue
-    raise ImproperlyConfigured(
+    raise UnknownQueue(
         f"Unknown i3tasks queue {queue_name!r}; configured: "
-        f"{', '.join(q.queue_name for q in conf.queues)}."
+        f"{', '.join(q.queue_name for q in conf.queues)}. Add it to I3TASKS.other_queues."
     )
 
 

@@ -10,6 +10,8 @@ raises them (authentication, message parsing) never builds a response itself.
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
 
 class I3TasksError(Exception):
     """Base class of the package's errors."""
@@ -147,6 +149,14 @@ class TokenError(Forbidden):
     the token."""
 
 
+class AuthenticationNotConfigured(Forbidden):
+    """With ``DEBUG=False`` an endpoint whose authentication is not configured refuses every
+    request, so that a forgotten setting cannot leave it open (``allow_unauthenticated=True``
+    opens it on purpose)."""
+
+    code = "authentication_not_configured"
+
+
 class BadHost(AuthError):
     """The Host header is not in ``ALLOWED_HOSTS`` (the token audience cannot be built)."""
 
@@ -163,6 +173,14 @@ class CertificatesUnavailable(AuthError):
 
     def __init__(self, detail: str, *, reason: str | None = None) -> None:
         super().__init__(detail, headers={"Retry-After": "10"}, reason=reason)
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+class UnknownQueue(I3TasksError, ImproperlyConfigured):
+    """A queue name that ``I3TASKS`` does not configure. Also an ``ImproperlyConfigured``, as
+    0.1 raised, so existing ``except`` clauses keep catching it."""
 
 
 # --- processes ----------------------------------------------------------------------------

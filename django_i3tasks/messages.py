@@ -36,8 +36,9 @@ FORMAT_VERSION = 2
 SIGNATURE_ATTRIBUTE = "i3sig"
 TASK_ATTRIBUTE = "i3task"
 _SIGNING_SALT = "django_i3tasks.messages"
-_TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.~+%-]{1,100}$")
+# Whole-string matches (``fullmatch``): ``$`` would also accept a name ending in a newline.
+_TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.~+%-]{1,100}")
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "v": int,
     "execution_id": int,
@@ -212,9 +213,9 @@ class TaskMessage:
             raise _reject("bad_schema", "message field 'group_id' is out of range")
         if not 0 <= body["max_retries"] <= 1000:
             raise _reject("bad_schema", "message field 'max_retries' is out of range")
-        if not _TASK_NAME.match(body["task"]) or len(body["task"]) > 255:
+        if not _TASK_NAME.fullmatch(body["task"]) or len(body["task"]) > 255:
             raise _reject("bad_schema", "message field 'task' is not a dotted name")
-        if not _QUEUE_NAME.match(body["queue"]):
+        if not _QUEUE_NAME.fullmatch(body["queue"]):
             raise _reject("bad_schema", "message field 'queue' is not a queue name")
         if not all(isinstance(key, str) for key in body["kwargs"]):
             raise _reject("bad_schema", "message kwargs must have string keys")

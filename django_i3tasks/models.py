@@ -219,7 +219,7 @@ class TaskExecutionTry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"try {self.number} of {self.execution_id} ({self.status})"
+        return f"try {self.number} of execution {self.execution.uuid} ({self.status})"
 
     @property
     def duration(self) -> float | None:

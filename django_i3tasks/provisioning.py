@@ -2,6 +2,7 @@
 
 Idempotent: what exists and matches is left alone, what differs is updated (push endpoint,
 OIDC token, ack deadline, retry policy, dead-letter policy), what is missing is created.
+``check_pubsub`` only compares (the release gate ``i3tasks_ensure_pubsub --check``).
 """
 
 from __future__ import annotations
@@ -68,24 +69,102 @@ def dead_letter_path(queue: AnyQueue) -> str:
     )
 
 
+def _seconds(value: Any) -> Any:
+    """A Duration field's seconds (proto-plus gives a timedelta), for comparing and printing."""
+    return value.total_seconds() if hasattr(value, "total_seconds") else value
+
+
+def _compared(sub: Any) -> dict[str, tuple[str, Any]]:
+    """What the settings decide about a subscription, by name, with the field of the update
+    mask that changes it (``""``: Pub/Sub cannot change it in place)."""
+    push, dead_letter = sub.push_config, sub.dead_letter_policy
+    return {
+        "topic": ("", sub.topic),
+        "push_endpoint": ("push_config", push.push_endpoint),
+        "oidc_service_account_email": ("push_config", push.oidc_token.service_account_email),
+        "oidc_audience": ("push_config", push.oidc_token.audience),
+        "ack_deadline_seconds": ("ack_deadline_seconds", sub.ack_deadline_seconds),
+        "min_retry_backoff_seconds": ("retry_policy", _seconds(sub.retry_policy.minimum_backoff)),
+        "max_retry_backoff_seconds": ("retry_policy", _seconds(sub.retry_policy.maximum_backoff)),
+        "dead_letter_topic": ("dead_letter_policy", dead_letter.dead_letter_topic),
+        "max_delivery_attempts": ("dead_letter_policy", dead_letter.max_delivery_attempts),
+        "filter": ("", sub.filter),
+    }
+
+
+def _changed(current: Any, desired: Any) -> dict[str, tuple[Any, Any]]:
+    """The compared fields whose value differs: ``{name: (current, desired)}``."""
+    have, want = _compared(current), _compared(desired)
+    return {name: (have[name][1], value) for name, (_, value) in want.items()
+            if have[name][1] != value}
+
+
 def _differences(current: Any, desired: Any) -> list[str]:
-    fields = []
-    if current.push_config.push_endpoint != desired.push_config.push_endpoint or (
-        current.push_config.oidc_token.service_account_email
-        != desired.push_config.oidc_token.service_account_email
-    ) or current.push_config.oidc_token.audience != desired.push_config.oidc_token.audience:
-        fields.append("push_config")
-    if current.ack_deadline_seconds != desired.ack_deadline_seconds:
-        fields.append("ack_deadline_seconds")
-    if (current.retry_policy.minimum_backoff != desired.retry_policy.minimum_backoff
-            or current.retry_policy.maximum_backoff != desired.retry_policy.maximum_backoff):
-        fields.append("retry_policy")
-    if (current.dead_letter_policy.dead_letter_topic
-            != desired.dead_letter_policy.dead_letter_topic
-            or current.dead_letter_policy.max_delivery_attempts
-            != desired.dead_letter_policy.max_delivery_attempts):
-        fields.append("dead_letter_policy")
-    return fields
+    """The update-mask fields that bring ``current`` to ``desired``."""
+    masks = _compared(desired)
+    return list(dict.fromkeys(masks[name][0] for name in _changed(current, desired)
+                              if masks[name][0]))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way Pub/Sub differs from the settings (``--check`` prints each one)."""
+
+    kind: str  # "topic", "subscription"
+    name: str
+    field: str
+    current: Any
+    desired: Any
+
+    def __str__(self) -> str:
+        if self.field == "exists":
+            return f"{self.kind} {self.name} is missing"
+        fix = "" if self.field not in ("topic", "filter") else (
+            " (Pub/Sub cannot change it in place: delete the subscription, then run "
+            "i3tasks_ensure_pubsub)")
+        return (f"{self.kind} {self.name}: {self.field} is {self.current!r}, "
+                f"the settings say {self.desired!r}{fix}")
+
+
+def check_pubsub(*, timeout: float = 30.0) -> list[Difference]:
+    """Every difference between Pub/Sub and the settings; empty when all is in sync. Reads
+    only, so it can gate a release."""
+    from google.api_core.exceptions import NotFound
+
+    limits = bounded(timeout)
+    publisher = admin_publisher_client()
+    subscriber = subscriber_client()
+    found: list[Difference] = []
+    try:
+        for path in _topic_paths():
+            try:
+                publisher.get_topic(topic=path, **limits)
+            except NotFound:
+                found.append(Difference("topic", path, "exists", "missing", "present"))
+        for queue in get_settings().queues:
+            desired = desired_subscription(queue)
+            try:
+                current = subscriber.get_subscription(subscription=desired.name, **limits)
+            except NotFound:
+                found.append(Difference("subscription", desired.name, "exists", "missing",
+                                        "present"))
+                continue
+            found += [Difference("subscription", desired.name, name, have, want)
+                      for name, (have, want) in _changed(current, desired).items()]
+    finally:
+        subscriber.close()
+    return found
+
+
+def _topic_paths() -> list[str]:
+    """The queues' topics and dead-letter topics, each once."""
+    config = pubsub_config()
+    topics = []
+    for queue in get_settings().queues:
+        topics.append(config.topic_path(queue))
+        if queue.dead_letter_topic:
+            topics.append(dead_letter_path(queue))
+    return list(dict.fromkeys(topics))
 
 
 def ensure_pubsub(*, dry_run: bool = False, timeout: float = 30.0) -> list[Action]:
@@ -94,18 +173,12 @@ def ensure_pubsub(*, dry_run: bool = False, timeout: float = 30.0) -> list[Actio
     from google.protobuf import field_mask_pb2
 
 
-    config = pubsub_config()
     limits = bounded(timeout)
     publisher = admin_publisher_client()
     subscriber = subscriber_client()
     actions: list[Action] = []
     try:
-        topics = []
-        for queue in get_settings().queues:
-            topics.append(config.topic_path(queue))
-            if queue.dead_letter_topic:
-                topics.append(dead_letter_path(queue))
-        for path in dict.fromkeys(topics):
+        for path in _topic_paths():
             try:
                 publisher.get_topic(topic=path, **limits)
                 actions.append(Action("ok", "topic", path))
@@ -153,4 +226,5 @@ def _update(subscriber: Any, desired: Any, changed: list[str], limits: dict, fm:
         )
 
 
-__all__ = ["Action", "ensure_pubsub", "desired_subscription", "subscription_id", "topic_id"]
+__all__ = ["Action", "Difference", "check_pubsub", "desired_subscription", "ensure_pubsub",
+           "subscription_id", "topic_id"]

@@ -138,7 +138,20 @@ class I3TasksSettings:
     #: accounts. ``oidc_audience`` is the ``aud`` the token must carry; ``None`` means the
     #: request's own absolute URL (Pub/Sub's default audience is the push endpoint URL).
     oidc_audience: str | None = None
+    #: The service accounts accepted on both endpoints (0.x). Prefer the two lists below: the
+    #: push identity should not be able to run the beat, nor the scheduler's push tasks.
     oidc_service_account_emails: tuple[str, ...] = ()
+    #: Service accounts accepted on the push endpoint (the push subscriptions' identity).
+    oidc_push_service_account_emails: tuple[str, ...] = ()
+    #: Service accounts accepted on the beat endpoint (the Cloud Scheduler job's identity).
+    oidc_beat_service_account_emails: tuple[str, ...] = ()
+    #: With ``DEBUG=False``, push and beat refuse every request (403
+    #: ``authentication_not_configured``) unless their authentication is configured. True
+    #: opens them on purpose: a platform authenticates in front of the app, or a test.
+    allow_unauthenticated: bool = False
+    #: Modules imported when Django starts, besides every installed app's ``tasks`` module:
+    #: tasks defined elsewhere are registered in every process, so they can run.
+    task_modules: tuple[str, ...] = ()
     #: Where Google's token-signing certificates are fetched (``{key id: PEM}``, cached per
     #: its Cache-Control). Change it only to point tests at a local server.
     oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
@@ -186,7 +199,36 @@ class I3TasksSettings:
 
     @property
     def queues(self) -> tuple[AnyQueue, ...]:
-        return (self.default_queue, *self.other_queues)
+        """The default queue, then the others. A lone queue given without the tuple's comma
+        (``other_queues=(PullQueue(...))``) counts as one queue here, so nothing crashes before
+        the system check reports it."""
+        others = self.other_queues
+        if not isinstance(others, tuple | list):
+            others = (others,)
+        return (self.default_queue, *others)
+
+    @property
+    def push_emails(self) -> Any:
+        """The accounts the push endpoint accepts (its own list and the shared one)."""
+        return _emails(self.oidc_push_service_account_emails, self.oidc_service_account_emails)
+
+    @property
+    def beat_emails(self) -> Any:
+        """The accounts the beat endpoint accepts (its own list and the shared one)."""
+        return _emails(self.oidc_beat_service_account_emails, self.oidc_service_account_emails)
+
+
+def _emails(*lists: Any) -> Any:
+    """The emails of several settings, in order, each once. A setting that is not a tuple of
+    str (a bare string would match by substring) is returned as is, for the caller to refuse."""
+    merged: list[str] = []
+    for emails in lists:
+        if not isinstance(emails, tuple | list) or not all(isinstance(e, str) for e in emails):
+            if emails:
+                return emails
+            continue
+        merged.extend(emails)
+    return tuple(dict.fromkeys(merged))
 
 
 def _legacy_backoff(queue: Any, low: int | None, high: int | None) -> Any:

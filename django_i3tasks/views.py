@@ -21,9 +21,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.db import DatabaseError, transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from .auth import authenticate_beat, authenticate_push, check_token
@@ -91,6 +93,7 @@ def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
 
         wrapper.__name__ = view.__name__
         wrapper.__doc__ = view.__doc__
+        wrapper.i3tasks_endpoint = True  # type: ignore[attr-defined] # read by bad_request
         return wrapper
 
     return decorate
@@ -238,7 +241,11 @@ def _iso(moment: datetime | None) -> str | None:
 
 @endpoint("GET")
 def health(request: HttpRequest) -> JsonResponse:
-    """Uptime check: 200 when no try is stuck, else 503 (counts in the body)."""
+    """Uptime check: 200 when no try is stuck, else 503 (counts in the body).
+
+    ``publish_failed_last_hour`` counts the publishes that failed in the process that answers
+    (each instance keeps its own count); the tries they concern are in the database and the
+    beat republishes them."""
     check_token(request, get_settings().status_token)
     report = health_report()
     response = JsonResponse(report.as_json(), status=200 if report.healthy else 503)
@@ -248,3 +255,19 @@ def health(request: HttpRequest) -> JsonResponse:
     return designed_answer(response, (f"unhealthy: stuck_queued={report.stuck_queued} "
                             f"stuck_running={report.stuck_running}"), request=request,
                            level=logging.WARNING)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler400`` that answers the package's endpoints in JSON (a Host outside
+    ``ALLOWED_HOSTS`` is refused by Django's middleware before any view runs) and leaves every
+    other URL to Django's own 400 page. ``apps`` installs it as Django's default handler when
+    the project sets none; a project's own ``handler400`` can call it first."""
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        match = None
+    if match is None or not getattr(match.func, "i3tasks_endpoint", False):
+        return defaults.bad_request(request, exception)  # type: ignore[arg-type]
+    if isinstance(exception, DisallowedHost):
+        return error(400, "bad_host", "the Host header is not allowed")
+    return error(400, "bad_request", "the request is not valid")

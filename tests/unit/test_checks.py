@@ -104,12 +104,12 @@ def production(settings, monkeypatch):
 
 def test_open_push_endpoint_warns_in_production(production):
     assert ids(check_settings()) == ["django_i3tasks.W001"]
-    assert "oidc_service_account_emails" in messages(check_settings())
+    assert "oidc_push_service_account_emails" in messages(check_settings())
 
 
 def test_open_push_endpoint_is_fine_with_oidc(production):
     production.I3TASKS = dataclasses.replace(
-        django_settings.I3TASKS, oidc_service_account_emails=(PUSH_ACCOUNT,))
+        django_settings.I3TASKS, oidc_push_service_account_emails=(PUSH_ACCOUNT,))
     assert check_settings() == []
 
 
@@ -136,17 +136,19 @@ def test_open_push_endpoint_is_fine_with_the_emulator(production, monkeypatch, c
     None,
     {PUSH_ACCOUNT: True},
 ])
-def test_oidc_emails_must_be_a_tuple_of_emails(settings, value):
-    settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS,
-                                           oidc_service_account_emails=value)
+@pytest.mark.parametrize("field", ["oidc_service_account_emails",
+                                   "oidc_push_service_account_emails",
+                                   "oidc_beat_service_account_emails"])
+def test_oidc_emails_must_be_a_tuple_of_emails(settings, value, field):
+    settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, **{field: value})
     errors = check_settings()
     assert ids(errors) == ["django_i3tasks.E028"]
-    assert "oidc_service_account_emails" in messages(errors)
+    assert field in messages(errors)
 
 
 def test_oidc_emails_as_a_list_are_accepted(settings):
     settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS,
-                                           oidc_service_account_emails=[PUSH_ACCOUNT])
+                                           oidc_push_service_account_emails=[PUSH_ACCOUNT])
     assert check_settings() == []
 
 
@@ -195,10 +197,10 @@ def test_push_queue_account_not_accepted_warns(settings):
     queue = dataclasses.replace(django_settings.I3TASKS.default_queue,
                                 oidc_service_account_email="other@p.iam.gserviceaccount.com")
     settings.I3TASKS = dataclasses.replace(django_settings.I3TASKS, default_queue=queue,
-                                           oidc_service_account_emails=(PUSH_ACCOUNT,))
+                                           oidc_push_service_account_emails=(PUSH_ACCOUNT,))
     assert ids(check_settings()) == ["django_i3tasks.W002"]
     settings.I3TASKS = dataclasses.replace(settings.I3TASKS,
-                                           oidc_service_account_emails=(
+                                           oidc_push_service_account_emails=(
                                                PUSH_ACCOUNT, "other@p.iam.gserviceaccount.com"))
     assert check_settings() == []
 
