@@ -568,7 +568,8 @@ def system_settings(run: Run, django_settings: Any) -> dict[str, Any]:
     import peers
 
     database = {"CONN_MAX_AGE": 60, "engine": django_settings.DATABASES["default"]["ENGINE"]}
-    server = {"server": "gunicorn gthread, 2 workers x 8 threads (never the limit: the emulator sends 8 at once)",
+    server = {"server": "gunicorn gthread, 2 workers x 8 threads (never the limit: the "
+                        "emulator sends 8 at once)",
               "emulator": f"Python emulator, push concurrency {CONCURRENCY} per subscription",
               **database}
     return {
