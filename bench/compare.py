@@ -545,7 +545,8 @@ def old_side(run: Run, n: int, seconds: float) -> dict[str, Any]:
         run.env["CMP_DB_NAME"]
     done = subprocess.run([str(python), str(OLD_DIR / "drive.py"), "--tasks", str(n),
                            "--seconds", str(seconds), "--poll", str(POLL),
-                           "--workers", str(CONCURRENCY), "--body", "compare"],
+                           "--workers", str(CONCURRENCY), "--body", "compare",
+                           "--warm-up", str(10 * CONCURRENCY)],
                           cwd=OLD_DIR, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -775,7 +776,7 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
                 prefetch = celery_side.PREFETCH[group[0]]
                 for pool in celery_side.POOLS:
                     worker = celery_side.worker(run.spawn, row, pool, prefetch, broker)
-                    celery_side.throughput(app, row, "noop", 20, POLL)  # waits for it
+                    celery_side.throughput(app, row, "noop", 100, POLL)  # waits for it
                     for workload in group:
                         if workload == "fanout":
                             pairs = [celery_side.fanout(app, row, sizes["fanout"], POLL)
@@ -808,7 +809,7 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
             if not any(wanted(name, w) for w in ("noop", "sleep", "fanout")):
                 continue
             started = peer.worker()
-            peer.throughput(20)  # warm-up (and waits for the workers)
+            peer.throughput(100)  # warm-up: every worker thread, its connection
             if wanted(name, "noop"):
                 one = functools.partial(peer.throughput, sizes["noop"])
                 note(name, "noop", summary([timed(name, "noop", sizes["noop"], one)

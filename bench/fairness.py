@@ -19,7 +19,7 @@ PACKAGES = ["django-i3tasks", "django", "google-cloud-pubsub", "grpcio", "psycop
             "celery", "kombu", "django-celery-results", "redis", "procrastinate",
             "psycopg-pool", "django-tasks", "django-tasks-db"]
 #: A run fails when a system opens more new PostgreSQL sessions than this per task.
-MAX_SESSIONS_PER_TASK = 0.02
+MAX_SESSIONS_PER_TASK = 0.05
 PG_SETTINGS = ["shared_buffers", "synchronous_commit", "fsync", "max_connections",
                "wal_level", "work_mem", "jit"]
 

@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--poll", type=float, default=0.02)
+    parser.add_argument("--warm-up", type=int, default=1, help="tasks run before measuring")
     parser.add_argument("--body", choices=["effect", "compare"], default="effect",
                         help="'compare': bench/compare.py's task bodies (no effect row)")
     args = parser.parse_args()
@@ -113,11 +114,14 @@ def main() -> None:
     try:
         for worker in workers:
             worker.wait_ready()
-        # Warm-up: one task through the workers (publisher channel, worker's first pull).
-        nap.delay("warmup", 0.0)
-        if not wait_until(lambda: TaskExecutionTry.objects.filter(is_success=True).exists(),
-                          60, 0.05, workers):
-            raise RuntimeError("0.1.9 worker did not run the warm-up task")
+        # Warm-up: tasks through the workers (publisher channel, first pulls, and with
+        # --warm-up the database connection of each worker, so the sessions count of the
+        # measured tasks is their own).
+        for index in range(args.warm_up):
+            nap.delay(f"warmup-{index}", 0.0)
+        if not wait_until(lambda: TaskExecutionTry.objects.filter(is_success=True).count()
+                          >= args.warm_up, 120, 0.05, workers):
+            raise RuntimeError("0.1.9 worker did not run the warm-up tasks")
         TaskExecution.objects.all().delete()
         Effect.objects.all().delete()
         connection.close()
