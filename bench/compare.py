@@ -1,42 +1,45 @@
-"""Side by side: django-i3tasks against 0.1.9, Celery 5 + Redis, the transport ceiling and the
-design's floor, same machine, same emulator, same database, one run.
+"""Side by side: django-i3tasks against 0.1.9, Celery, the durable peers (procrastinate,
+django-tasks' database backend), the design's floor and the transport ceiling; same machine,
+same emulator, same database, one run. ``docs/performance.md``, "Fair comparison (method)",
+says how each system is configured and why.
 
-Run: ``python bench/compare.py`` (both databases, several rounds; several minutes) or
-``--quick`` (small counts, one round), ``--db sqlite|postgres|both``,
-``--systems ours-push,ours-pull,...``, ``--workloads enqueue,noop,sleep,fanout,sql``.
-It needs the ``bench`` extra (gunicorn, Celery, django-celery-results, matplotlib): when
-Celery is missing it makes ``.venv-bench`` (``pip install -e .[test,bench]``) and runs itself
-there. Redis must answer on 127.0.0.1:6379 (db 7 is flushed). The Django project of the run is
-``bench/compare_project``; every process of a run reads the same database and settings.
+Run: ``python bench/compare.py`` (both databases, 3 rounds; long) or ``--quick`` (small
+counts, one round), ``--db sqlite|postgres|both``, ``--systems ours-push,ours-pull,...``,
+``--workloads enqueue,bulk,noop,sleep,fanout,sql,beat``. It needs the ``bench`` extra:
+when Celery is missing it makes ``.venv-bench`` (``pip install -e .[test,bench]``) and runs
+itself there. Redis must answer on 127.0.0.1:6379 (db 7 is flushed); ``redis-server`` must
+be on PATH (a second one, with appendonly, is started on a free port). The Django project of
+the run is ``bench/compare_project``; every process of a run reads the same settings.
 
-Systems (each served with the same budget: 8 tasks at once on this 2-core machine):
-- ``ours-push``: this checkout's push view under gunicorn, 2 workers x 4 threads, fed by the
-  emulator's push subscription; ``ours-pull``: ``manage.py i3tasks_worker --concurrency 8``.
-  Both with ``CONN_MAX_AGE=60`` (production settings); ``ours-push@0``/``ours-pull@0`` repeat
-  the no-op workload with Django's default ``CONN_MAX_AGE=0``.
-- ``old``: django-i3tasks 0.1.9 (its pull worker: one message at a time), in its own
-  virtualenv (``bench/pull.py``'s); fewer tasks, since it is slow.
-- ``celery-redis`` / ``celery-db``: Celery 5, Redis broker, ``--pool threads -c 8``, results
-  in Redis / in the same database through django-celery-results.
-- ``ceiling-push``: the same emulator pushing to a no-op view under the same gunicorn;
-  ``ceiling-pull``: a streaming-pull subscriber (flow control 8) that only acknowledges.
-- ``floor``: a plain Django view that parses the envelope, claims the try with one
-  conditional UPDATE and records the result in one transaction, under the same gunicorn;
-  its tasks are enqueued as ours are, one INSERT and one publish each.
+Systems, each with a budget of 8 tasks at once on this 2-core machine:
+- ``ours-push``: the push view under gunicorn (2 workers x 8 threads, so the server is never
+  the limit), fed by the Python emulator's push subscription at 8 requests in flight; a
+  backlog is enqueued with push paused, then delivered. ``ours-pull``:
+  ``manage.py i3tasks_worker --concurrency 8``. Both with ``CONN_MAX_AGE=60``;
+  ``ours-push@0``/``ours-pull@0`` repeat the no-op workload with Django's default 0.
+- ``old``: django-i3tasks 0.1.9, 8 of its pull workers, the same task bodies.
+- ``celery-redis``, ``celery-db``, ``celery-db-safe``: see ``bench/celery_side.py`` (both
+  pools, the better one per workload; connections kept; the last one with acks_late,
+  reject_on_worker_lost and a Redis that writes an append-only file every second).
+- ``procrastinate``, ``django-tasks-db``: see ``bench/peers.py``.
+- ``ceiling-push``: the same push to a view that only acknowledges; ``ceiling-pull``: a
+  streaming-pull subscriber that only acknowledges, at our worker's flow control.
+- ``floor``: a bare Django view, raw SQL: claim (one conditional UPDATE), then one
+  autocommit statement that finishes the try and writes its result; ``naive-floor``: the same
+  writes through the ORM (claim, BEGIN, UPDATE, INSERT, COMMIT).
 
-Workloads: ``enqueue`` (latency of 1,000 calls, nobody consuming), ``noop`` (2,000 no-op
-tasks, first enqueue to last recorded result), ``sleep`` (200 tasks of 50 ms), ``fanout``
-(1,000 members and a join callback: enqueue time, time to the callback's result), ``sql``
-(statements per enqueue, per execution, per group member, counted in-process), ``beat``
-(``bench/beat.py``'s 10,000 schedules: distinct expressions and all due, warm and on a new
-process; the beat endpoint is ours only, so there is nothing to compare it with).
-The pairs the targets compare take turns round by round (ours-push with the floor and the
-push ceiling under one gunicorn, ours-pull with the pull ceiling, ``.delay()`` with Celery's
-``delay()`` with database results): on a machine whose speed drifts, a ratio then compares
-rounds measured next to each other.
-Output: a table, ``bench/results/<date>.json`` and ``bench/results/<date>.png`` (a complete
-run, every system and workload on both databases, also writes ``bench/results/compare.png``,
-the chart the README shows).
+Workloads: ``enqueue`` (latency of single enqueues, nobody consuming), ``bulk`` (1,000 tasks
+in one call of each system's bulk API), ``noop`` (no-op tasks), ``sleep`` (50 ms tasks),
+``fanout`` (1,000 members; with a join callback where the system has one), ``sql``
+(statements per enqueue and per execution), ``beat`` (``bench/beat.py``, ours only).
+Throughput: from the first enqueue (push: from the end of the hold) to the last finish time
+the system recorded, detected the same way for every system: one COUNT every 0.25 s.
+Paired systems take turns round by round (push with the floors and the ceiling, pull with the
+pull ceiling, every enqueue). Printed on the way: PostgreSQL sessions opened per task for
+every throughput run (the run fails when one is above about 0) and the requests in flight of
+every push run (in the views, and at the emulator's sender).
+Output: a table, the targets, ``bench/results/<date>.json`` (with every package's version and
+every system's settings) and ``.png`` (a complete run also writes ``bench/results/compare.png``).
 """
 
 from __future__ import annotations
@@ -164,10 +167,13 @@ class Run:
 
         self.db, self.sizes = db, sizes
         self.children: list[subprocess.Popen] = []
-        # The Python emulator: its push subscriptions have a fixed number of requests in
-        # flight, 8 (Google's emulator sends at most about 2 at once whatever the endpoint).
+        # The Python emulator: its push subscriptions have a fixed, known number of requests
+        # in flight, 8 (Google's emulator chooses its own).
         os.environ["I3TASKS_EMULATOR"] = "python"
         os.environ["I3TASKS_EMULATOR_PUSH_CONCURRENCY"] = str(CONCURRENCY)
+        # The emulator writes its requests in flight per push subscription there.
+        self.push_stats = Path(tempfile.gettempdir()) / f"cmp-push-stats-{os.getpid()}.json"
+        os.environ["I3TASKS_EMULATOR_PUSH_STATS"] = str(self.push_stats)
         self.emulator = PubSubEmulator().start()
         self.durable_redis = DurableRedis(free_port())
         self.port = free_port()
@@ -252,6 +258,23 @@ class Run:
         return self.push_held(self.subscriptions[name],
                               f"http://127.0.0.1:{self.port}/{endpoint[name]}")
 
+    def sender_in_flight(self, system: str) -> dict[str, float]:
+        """Requests in flight as the emulator's sender threads counted them, over the
+        window of the last run (its sender was created when the hold ended)."""
+        from django_i3tasks.conf import get_settings, pubsub_config
+
+        path = pubsub_config().subscription_path(get_settings().default_queue) \
+            if system.startswith("ours") else self.subscriptions[
+                {"ceiling-push": "ceiling"}.get(system, system)]
+        stats = json.loads(self.push_stats.read_text()).get(path) \
+            if self.push_stats.exists() else None
+        if not stats:
+            return {"mean": 0.0, "max": 0, "requests": 0}
+        seconds = stats["seconds_at"]
+        return {"mean": sum(k * t for k, t in enumerate(seconds)) / (WINDOW[1] - WINDOW[0]),
+                "max": max((k for k, t in enumerate(seconds) if t > 0), default=0),
+                "requests": stats["requests"]}
+
     def hold_ours(self) -> Any:
         from django_i3tasks.conf import get_settings, pubsub_config
 
@@ -300,6 +323,7 @@ class Run:
         connections.close_all()
         self.emulator.stop()
         self.durable_redis.stop()
+        self.push_stats.unlink(missing_ok=True)
         if self.db == "postgres":
             import psycopg
 
@@ -623,10 +647,13 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
         before = run.sessions.read() if run.sessions else 0
         rate = body()
         if system in PUSH_SERVED:
-            counted = fairness.in_flight(run.redis, *WINDOW)
-            in_flight.setdefault(system, []).append(counted)
-            print(f"  in flight: {system:<15} mean {counted['mean']:.2f}, max "
-                  f"{counted['max']} over {counted['requests']} requests", flush=True)
+            counted = fairness.in_flight(run.redis, *WINDOW)  # waits for the stats files
+            sent = run.sender_in_flight(system)
+            in_flight.setdefault(system, []).append({**counted, "sender": sent})
+            print(f"  in flight: {system:<15} in the views: mean {counted['mean']:.2f}, max "
+                  f"{counted['max']} over {counted['requests']} requests; at the emulator's "
+                  f"sender: mean {sent['mean']:.2f}, max {sent['max']} over "
+                  f"{sent['requests']}", flush=True)
         if run.sessions:
             entry = run.sessions.check(system, workload, n, before)
             if system in NEW_SESSION_PER_TASK:
@@ -934,8 +961,10 @@ def table(result: dict[str, Any]) -> str:
                 extra.append(f"{workload}: {entry[workload]['pool']}")
         flights = (noop or {}).get("in_flight") or []
         if flights:
-            extra.append(f"in flight mean {statistics.mean(f['mean'] for f in flights):.1f} "
-                         f"max {max(f['max'] for f in flights)}")
+            extra.append(f"in flight: views mean {statistics.mean(f['mean'] for f in flights):.1f}"
+                         f" max {max(f['max'] for f in flights)}, sender mean "
+                         f"{statistics.mean(f['sender']['mean'] for f in flights):.1f} max "
+                         f"{max(f['sender']['max'] for f in flights)}")
         lines.append(f"{system:<16}{fmt(med(entry, 'noop')):>9}{spread:>12}"
                      f"{fmt(med(entry, 'sleep')):>8}{fmt(bulk and bulk * 1000):>9}"
                      f"{fmt(med(entry, 'fanout', 'enqueue')):>10}"
@@ -978,8 +1007,9 @@ def targets(result: dict[str, Any]) -> list[str]:
         rows.append((label, x / y if x and y else None, op, target))
 
     flights = (s.get("ours-push", {}).get("noop") or {}).get("in_flight") or []
-    inflight = f" (ours in flight: mean {statistics.mean(f['mean'] for f in flights):.1f}, " \
-               f"max {max(f['max'] for f in flights)})" if flights else ""
+    inflight = f" (ours in flight at the sender: mean " \
+               f"{statistics.mean(f['sender']['mean'] for f in flights):.1f}, max " \
+               f"{max(f['sender']['max'] for f in flights)})" if flights else ""
     ratio(f"push / 2-statement floor{inflight}", get("ours-push", "noop"),
           get("floor", "noop"), ">=", 0.9)
     flow = (s.get("ceiling-pull", {}).get("noop") or {}).get("flow_control")
