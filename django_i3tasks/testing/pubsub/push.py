@@ -41,8 +41,9 @@ SUCCESS = frozenset({102, 200, 201, 202, 204})
 USER_AGENT = "APIs-Google; django-i3tasks Pub/Sub emulator"
 STATS_ENV = "I3TASKS_EMULATOR_PUSH_STATS"
 
-#: The newest sender of each push subscription, by subscription name (for ``push_stats``).
-_senders: dict[str, Pusher] = {}
+#: The newest sender of each push subscription, by subscription name (for ``push_stats``);
+#: a stopped one leaves its last figures, not itself (nor its subscription) behind.
+_senders: dict[str, Pusher | dict[str, Any]] = {}
 _senders_lock = threading.Lock()
 _stats_writer: threading.Thread | None = None
 
@@ -114,6 +115,9 @@ class Pusher:
 
     def stop(self) -> None:
         """Caller holds the broker lock."""
+        with _senders_lock:
+            if _senders.get(self.sub.name) is self:
+                _senders[self.sub.name] = self.stats()
         self.stopped = True
         self.sub.cond.notify_all()
 
@@ -157,7 +161,8 @@ def push_stats() -> dict[str, dict[str, Any]]:
     this process, by subscription name."""
     with _senders_lock:
         senders = dict(_senders)
-    return {name: sender.stats() for name, sender in senders.items()}
+    return {name: sender if isinstance(sender, dict) else sender.stats()
+            for name, sender in senders.items()}
 
 
 def _start_stats_writer() -> None:
