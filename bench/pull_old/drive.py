@@ -68,6 +68,22 @@ class OldWorker(OutputProcess):
         return self.wait(5)
 
 
+def _delete_all(model: type) -> None:
+    """Delete every row of ``model``. 0.1.9 marks a try successful before it writes the
+    try's result: a worker can still be inserting a result for a try being deleted, which
+    PostgreSQL refuses at commit (foreign key); wait a little and try again."""
+    from django.db import IntegrityError
+
+    for attempt in range(10):
+        try:
+            model.objects.all().delete()  # type: ignore[attr-defined]
+            return
+        except IntegrityError:
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
+
+
 def _sessions(connection: object) -> int | None:
     """PostgreSQL sessions opened on this database so far (None on SQLite). Backends publish
     their counters at most once a second: wait for the last ones first."""
@@ -122,7 +138,7 @@ def main() -> None:
         if not wait_until(lambda: TaskExecutionTry.objects.filter(is_success=True).count()
                           >= args.warm_up, 120, 0.05, workers):
             raise RuntimeError("0.1.9 worker did not run the warm-up tasks")
-        TaskExecution.objects.all().delete()
+        _delete_all(TaskExecution)
         Effect.objects.all().delete()
         connection.close()
 
