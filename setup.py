@@ -63,6 +63,10 @@ setup(
             "django-celery-results>=2.5",
             "matplotlib>=3.7",
             "psycopg[binary]>=3.1",
+            # The durable peers: procrastinate and django-tasks' database backend.
+            "procrastinate>=3.0",
+            "django-tasks>=0.10",
+            "django-tasks-db>=0.13",
         ],
     },
     classifiers=[

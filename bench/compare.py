@@ -1,51 +1,55 @@
-"""Side by side: django-i3tasks against 0.1.9, Celery 5 + Redis, the transport ceiling and the
-design's floor, same machine, same emulator, same database, one run.
+"""Side by side: django-i3tasks against 0.1.9, Celery, the durable peers (procrastinate,
+django-tasks' database backend), the design's floor and the transport ceiling; same machine,
+same emulator, same database, one run. ``docs/performance.md``, "Fair comparison (method)",
+says how each system is configured and why.
 
-Run: ``python bench/compare.py`` (both databases, several rounds; several minutes) or
-``--quick`` (small counts, one round), ``--db sqlite|postgres|both``,
-``--systems ours-push,ours-pull,...``, ``--workloads enqueue,noop,sleep,fanout,sql``.
-It needs the ``bench`` extra (gunicorn, Celery, django-celery-results, matplotlib): when
-Celery is missing it makes ``.venv-bench`` (``pip install -e .[test,bench]``) and runs itself
-there. Redis must answer on 127.0.0.1:6379 (db 7 is flushed). The Django project of the run is
-``bench/compare_project``; every process of a run reads the same database and settings.
+Run: ``python bench/compare.py`` (both databases, 3 rounds; long) or ``--quick`` (small
+counts, one round), ``--db sqlite|postgres|both``, ``--systems ours-push,ours-pull,...``,
+``--workloads enqueue,bulk,noop,sleep,fanout,sql,beat``. It needs the ``bench`` extra:
+when Celery is missing it makes ``.venv-bench`` (``pip install -e .[test,bench]``) and runs
+itself there. Redis must answer on 127.0.0.1:6379 (db 7 is flushed); ``redis-server`` must
+be on PATH (a second one, with appendonly, is started on a free port). The Django project of
+the run is ``bench/compare_project``; every process of a run reads the same settings.
 
-Systems (each served with the same budget: 8 tasks at once on this 2-core machine):
-- ``ours-push``: this checkout's push view under gunicorn, 2 workers x 4 threads, fed by the
-  emulator's push subscription; ``ours-pull``: ``manage.py i3tasks_worker --concurrency 8``.
-  Both with ``CONN_MAX_AGE=60`` (production settings); ``ours-push@0``/``ours-pull@0`` repeat
-  the no-op workload with Django's default ``CONN_MAX_AGE=0``.
-- ``old``: django-i3tasks 0.1.9 (its pull worker: one message at a time), in its own
-  virtualenv (``bench/pull.py``'s); fewer tasks, since it is slow.
-- ``celery-redis`` / ``celery-db``: Celery 5, Redis broker, ``--pool threads -c 8``, results
-  in Redis / in the same database through django-celery-results.
-- ``ceiling-push``: the same emulator pushing to a no-op view under the same gunicorn;
-  ``ceiling-pull``: a streaming-pull subscriber (flow control 8) that only acknowledges.
-- ``floor``: a plain Django view that parses the envelope, claims the try with one
-  conditional UPDATE and records the result in one transaction, under the same gunicorn;
-  its tasks are enqueued as ours are, one INSERT and one publish each.
+Systems, each with a budget of 8 tasks at once on this 2-core machine:
+- ``ours-push``: the push view under gunicorn (2 workers x 8 threads, so the server is never
+  the limit), fed by the Python emulator's push subscription at 8 requests in flight; a
+  backlog is enqueued with push paused, then delivered. ``ours-pull``:
+  ``manage.py i3tasks_worker --concurrency 8``. Both with ``CONN_MAX_AGE=60``;
+  ``ours-push@0``/``ours-pull@0`` repeat the no-op workload with Django's default 0.
+- ``old``: django-i3tasks 0.1.9, 8 of its pull workers, the same task bodies.
+- ``celery-redis``, ``celery-db``, ``celery-db-safe``: see ``bench/celery_side.py`` (both
+  pools, the better one per workload; connections kept; the last one with acks_late,
+  reject_on_worker_lost and a Redis that writes an append-only file every second).
+- ``procrastinate``, ``django-tasks-db``: see ``bench/peers.py``.
+- ``ceiling-push``: the same push to a view that only acknowledges; ``ceiling-pull``: a
+  streaming-pull subscriber that only acknowledges, at our worker's flow control.
+- ``floor``: a bare Django view, raw SQL: claim (one conditional UPDATE), then one
+  autocommit statement that finishes the try and writes its result; ``naive-floor``: the same
+  writes through the ORM (claim, BEGIN, UPDATE, INSERT, COMMIT).
 
-Workloads: ``enqueue`` (latency of 1,000 calls, nobody consuming), ``noop`` (2,000 no-op
-tasks, first enqueue to last recorded result), ``sleep`` (200 tasks of 50 ms), ``fanout``
-(1,000 members and a join callback: enqueue time, time to the callback's result), ``sql``
-(statements per enqueue, per execution, per group member, counted in-process), ``beat``
-(``bench/beat.py``'s 10,000 schedules: distinct expressions and all due, warm and on a new
-process; the beat endpoint is ours only, so there is nothing to compare it with).
-The pairs the targets compare take turns round by round (ours-push with the floor and the
-push ceiling under one gunicorn, ours-pull with the pull ceiling, ``.delay()`` with Celery's
-``delay()`` with database results): on a machine whose speed drifts, a ratio then compares
-rounds measured next to each other.
-Output: a table, ``bench/results/<date>.json`` and ``bench/results/<date>.png`` (a complete
-run, every system and workload on both databases, also writes ``bench/results/compare.png``,
-the chart the README shows).
+Workloads: ``enqueue`` (latency of single enqueues, nobody consuming), ``bulk`` (1,000 tasks
+in one call of each system's bulk API), ``noop`` (no-op tasks), ``sleep`` (50 ms tasks),
+``fanout`` (1,000 members; with a join callback where the system has one), ``sql``
+(statements per enqueue and per execution), ``beat`` (``bench/beat.py``, ours only).
+Throughput: from the first enqueue (push: from the end of the hold) to the last finish time
+the system recorded, detected the same way for every system: one COUNT every 0.25 s.
+Paired systems take turns round by round (push with the floors and the ceiling, pull with the
+pull ceiling, every enqueue). Printed on the way: PostgreSQL sessions opened per task for
+every throughput run (the run fails when one is above about 0) and the requests in flight of
+every push run (in the views, and at the emulator's sender).
+Output: a table, the targets, ``bench/results/<date>.json`` (with every package's version and
+every system's settings) and ``.png`` (a complete run also writes ``bench/results/compare.png``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import functools
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -53,7 +57,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,27 +66,44 @@ ROOT = HERE.parent
 BENCH_VENV = ROOT / ".venv-bench"
 RESULTS = HERE / "results"
 SYSTEMS = ["ours-push", "ours-pull", "ours-push@0", "ours-pull@0", "old", "celery-redis",
-           "celery-db", "ceiling-push", "ceiling-pull", "floor"]
-WORKLOADS = ["enqueue", "noop", "sleep", "fanout", "sql", "beat"]
+           "celery-db", "celery-db-safe", "procrastinate", "django-tasks-db", "ceiling-push",
+           "ceiling-pull", "floor", "naive-floor"]
+WORKLOADS = ["enqueue", "bulk", "noop", "sleep", "fanout", "sql", "beat"]
+_QUEUES = {"enqueue", "bulk", "noop", "sleep", "fanout"}
 #: Which workloads each system takes part in.
 PLAN = {
-    "ours-push": {"enqueue", "noop", "sleep", "fanout", "sql", "beat"},
+    "ours-push": {"enqueue", "bulk", "noop", "sleep", "fanout", "sql", "beat"},
     "ours-pull": {"noop", "sleep", "fanout"},
     "ours-push@0": {"noop"},
     "ours-pull@0": {"noop"},
     "old": {"enqueue", "noop", "sleep"},
-    "celery-redis": {"enqueue", "noop", "sleep", "fanout"},
-    "celery-db": {"enqueue", "noop", "sleep", "fanout", "sql"},
+    "celery-redis": _QUEUES,
+    "celery-db": _QUEUES | {"sql"},
+    "celery-db-safe": _QUEUES,
+    "procrastinate": _QUEUES,
+    "django-tasks-db": _QUEUES,
     "ceiling-push": {"noop"},
     "ceiling-pull": {"noop"},
     "floor": {"noop", "sql"},
+    "naive-floor": {"noop", "sql"},
 }
-FULL = {"enqueue": 1000, "noop": 2000, "sleep": 200, "fanout": 1000, "old_noop": 300,
-        "rounds": 3}
-QUICK = {"enqueue": 200, "noop": 200, "sleep": 40, "fanout": 100, "old_noop": 40,
-         "rounds": 1}
+#: Systems that run on PostgreSQL only.
+POSTGRES_ONLY = {"procrastinate"}
+#: Rows that keep Django's default CONN_MAX_AGE=0 on purpose: one session per task expected.
+NEW_SESSION_PER_TASK = {"ours-push@0", "ours-pull@0"}
+PUSH_SERVED = ("ours-push", "floor", "naive-floor", "ceiling-push")
+FULL = {"enqueue": 1000, "bulk": 1000, "noop": 2000, "sleep": 200, "fanout": 1000,
+        "old_noop": 300, "rounds": 3}
+QUICK = {"enqueue": 200, "bulk": 1000, "noop": 200, "sleep": 40, "fanout": 100,
+         "old_noop": 40, "rounds": 1}
 SLEEP = 0.05
+#: Tasks at once for every system: gunicorn 2 x 4 threads, the emulator's push concurrency,
+#: the pull worker's threads, Celery's -c, procrastinate's --concurrency, db_worker processes.
 CONCURRENCY = 8
+#: Every system's completion is one COUNT (or one Redis EXISTS) this often.
+POLL = 0.25
+#: (started, ended) of the last throughput run: the window requests in flight are counted in.
+WINDOW: list[float] = [0.0, 0.0]
 #: Messages pushed and pulled through the emulator before anything is measured.
 WARM_UP = 3000
 
@@ -139,11 +160,21 @@ class Run:
     """The emulator, the database, the servers and workers of one run on one database."""
 
     def __init__(self, db: str, sizes: dict[str, int]) -> None:
+        from fairness import DurableRedis
+
         from django_i3tasks.testing.emulator import PubSubEmulator
 
         self.db, self.sizes = db, sizes
         self.children: list[subprocess.Popen] = []
+        # The Python emulator: its push subscriptions have a fixed, known number of requests
+        # in flight, 8 (Google's emulator chooses its own).
+        os.environ["I3TASKS_EMULATOR"] = "python"
+        os.environ["I3TASKS_EMULATOR_PUSH_CONCURRENCY"] = str(CONCURRENCY)
+        # The emulator writes its requests in flight per push subscription there.
+        self.push_stats = Path(tempfile.gettempdir()) / f"cmp-push-stats-{os.getpid()}.json"
+        os.environ["I3TASKS_EMULATOR_PUSH_STATS"] = str(self.push_stats)
         self.emulator = PubSubEmulator().start()
+        self.durable_redis = DurableRedis(free_port())
         self.port = free_port()
         name = (f"i3tasks_compare_{os.getpid()}" if db == "postgres" else
                 os.path.join(tempfile.gettempdir(), f"i3tasks-compare-{os.getpid()}.sqlite3"))
@@ -178,6 +209,10 @@ class Run:
                                                          "redis://127.0.0.1:6379/7"))
         self.redis.flushdb()
         self._reference_topics()
+        from fairness import Sessions
+
+        self.sessions = Sessions("host=127.0.0.1 user=postgres dbname=postgres", name) \
+            if db == "postgres" else None
 
     # -- Pub/Sub plumbing of the reference systems --
 
@@ -191,7 +226,8 @@ class Run:
         self.subscriber = pubsub_v1.SubscriberClient()
         self.topics: dict[str, str] = {}
         self.subscriptions: dict[str, str] = {}
-        for name, endpoint in (("ceiling", "ceiling/"), ("floor", "floor/"), ("pull", None)):
+        for name, endpoint in (("ceiling", "ceiling/"), ("floor", "floor/"),
+                               ("naive-floor", "naive-floor/"), ("pull", None)):
             topic = self.publisher.topic_path(project, f"{ns}.ref.{name}")
             sub = self.subscriber.subscription_path(project, f"{ns}.ref.{name}.sub")
             self.publisher.create_topic(name=topic)
@@ -201,6 +237,49 @@ class Run:
                     "push_endpoint": f"http://127.0.0.1:{self.port}/{endpoint}"}
             self.subscriber.create_subscription(request=request)
             self.topics[name], self.subscriptions[name] = topic, sub
+
+    @contextlib.contextmanager
+    def push_held(self, subscription: str, endpoint: str) -> Iterator[None]:
+        """Push paused (the subscription made pull, its messages kept) inside the block, and
+        resumed at its end: what is enqueued inside is then a backlog that the emulator's 8
+        sender threads deliver 8 at once (enqueued while pushing, the push rows ran only as
+        fast as the driver enqueued: 1 to 2 requests in flight)."""
+        self.subscriber.modify_push_config(request={"subscription": subscription,
+                                                    "push_config": {}})
+        try:
+            yield
+        finally:
+            self.subscriber.modify_push_config(request={
+                "subscription": subscription, "push_config": {"push_endpoint": endpoint}})
+
+    def hold_reference(self, name: str) -> Any:
+        endpoint = {"ceiling": "ceiling/", "floor": "floor/", "naive-floor": "naive-floor/"}
+        return self.push_held(self.subscriptions[name],
+                              f"http://127.0.0.1:{self.port}/{endpoint[name]}")
+
+    def sender_in_flight(self, system: str) -> dict[str, float]:
+        """Requests in flight as the emulator's sender threads counted them, over the
+        window of the last run (its sender was created when the hold ended)."""
+        from django_i3tasks.conf import get_settings, pubsub_config
+
+        path = pubsub_config().subscription_path(get_settings().default_queue) \
+            if system.startswith("ours") else self.subscriptions[
+                {"ceiling-push": "ceiling"}.get(system, system)]
+        stats = json.loads(self.push_stats.read_text()).get(path) \
+            if self.push_stats.exists() else None
+        if not stats:
+            return {"mean": 0.0, "max": 0, "requests": 0}
+        seconds = stats["seconds_at"]
+        return {"mean": sum(k * t for k, t in enumerate(seconds)) / (WINDOW[1] - WINDOW[0]),
+                "max": max((k for k, t in enumerate(seconds) if t > 0), default=0),
+                "requests": stats["requests"]}
+
+    def hold_ours(self) -> Any:
+        from django_i3tasks.conf import get_settings, pubsub_config
+
+        queue = get_settings().default_queue
+        return self.push_held(pubsub_config().subscription_path(queue),
+                              self.env["CMP_PUSH_URL"])
 
     def publish_raw(self, topic: str, payloads: list[bytes]) -> None:
         futures = [self.publisher.publish(self.topics[topic], data) for data in payloads]
@@ -230,7 +309,8 @@ class Run:
     def gunicorn(self, conn_max_age: int = 60) -> subprocess.Popen:
         child = self.spawn([str(Path(sys.executable).with_name("gunicorn")),
                             "compare_project.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "2",
-                            "--threads", "4", "--log-level", "warning"], conn_max_age)
+                            "--threads", "8", "--log-level", "warning"], conn_max_age,
+                           {"CMP_INFLIGHT": "1"})
         wait_port(self.port)
         return child
 
@@ -241,6 +321,8 @@ class Run:
 
         connections.close_all()
         self.emulator.stop()
+        self.durable_redis.stop()
+        self.push_stats.unlink(missing_ok=True)
         if self.db == "postgres":
             import psycopg
 
@@ -260,18 +342,26 @@ def ours_clear() -> None:
     TaskExecution.objects.all().delete()
 
 
-def ours_throughput(task: Any, n: int, args: tuple = ()) -> float:
+def ours_throughput(task: Any, n: int, args: tuple = (), hold: Any = None) -> float:
+    """From the first enqueue to the last recorded result; with ``hold`` (push), from the
+    end of the hold (a backlog of ``n`` delivered 8 at once) to the last result."""
     from django.db.models import Max
 
+    from django_i3tasks import transport
     from django_i3tasks.models import TaskExecution
 
     ours_clear()
     started = time.time()
-    for index in range(n):
-        task.delay(index, *args)
+    with hold or contextlib.nullcontext():
+        for index in range(n):
+            task.delay(index, *args)
+        if hold is not None:
+            transport.flush()
+            started = time.time()
     done = TaskExecution.objects.filter(status="success")
-    poll(lambda: done.count() >= n, 600, f"{n} {task.name} tasks", 0.25)
-    return n / (done.aggregate(last=Max("finished_at"))["last"].timestamp() - started)
+    poll(lambda: done.count() >= n, 600, f"{n} {task.name} tasks", POLL)
+    WINDOW[:] = [started, done.aggregate(last=Max("finished_at"))["last"].timestamp()]
+    return n / (WINDOW[1] - started)
 
 
 def ours_fanout(member: Any, callback: Any, n: int) -> tuple[float, float]:
@@ -284,8 +374,21 @@ def ours_fanout(member: Any, callback: Any, n: int) -> tuple[float, float]:
     enqueued = time.time() - started
     group.refresh_from_db()
     joined = TaskExecution.objects.filter(pk=group.callback_id, status="success")
-    poll(joined.exists, 600, "the group callback", 0.25)
+    poll(joined.exists, 600, "the group callback", POLL)
     return enqueued, joined.get().finished_at.timestamp() - started
+
+
+def ours_bulk(n: int) -> float:
+    """``n`` tasks in one ``.map()`` (bulk rows, batched publish), to the queue nobody reads."""
+    from compare_project.tasks import latency_noop
+
+    from django_i3tasks import transport
+
+    started = time.perf_counter()
+    latency_noop.map(range(n))
+    elapsed = time.perf_counter() - started
+    transport.flush()
+    return elapsed
 
 
 def ours_latency(n: int) -> list[float]:
@@ -361,90 +464,18 @@ def transaction_without_publish() -> Any:
     return outbox.use(_Discard())  # type: ignore[arg-type]
 
 
-# --- Celery -------------------------------------------------------------------------------------
-
-
-def celery_app(results: str) -> Any:
-    from celery import Celery
-    from django.conf import settings
-
-    app = Celery("compare_project", set_as_current=True)
-    app.config_from_object("django.conf:settings", namespace="CELERY")
-    app.conf.result_backend = "django-db" if results == "db" else settings.REDIS_URL
-    import compare_project.celery_tasks  # noqa: F401 - registers the shared tasks
-
-    app.finalize()
-    return app
-
-
-def celery_worker(run: Run, results: str) -> subprocess.Popen:
-    child = run.spawn([sys.executable, "-m", "celery", "-A", "compare_project.celery_app",
-                       "worker", "--pool", "threads", "-c", str(CONCURRENCY), "-Q", "celery",
-                       "-l", "warning", "--without-gossip", "--without-mingle",
-                       "--without-heartbeat"], extra={"CMP_CELERY_RESULTS": results})
-    return child
-
-
-def celery_done_times(app: Any, ids: list[str], results: str) -> list[float]:
-    if results == "db":
-        from django_celery_results.models import TaskResult
-
-        return [timestamp(d) for d in TaskResult.objects.filter(task_id__in=ids)
-                .values_list("date_done", flat=True)]
-    return [timestamp(app.AsyncResult(i).date_done) for i in ids]
-
-
-def celery_throughput(app: Any, name: str, n: int, results: str, args: tuple = ()) -> float:
-    from celery.result import ResultSet
-
-    task = app.tasks[f"compare_project.celery_tasks.{name}"]
-    started = time.time()
-    handles = [task.delay(index, *args) for index in range(n)]
-    ResultSet(handles, app=app).join(timeout=600, propagate=True, interval=0.2)
-    return n / (max(celery_done_times(app, [h.id for h in handles], results)) - started)
-
-
-def celery_fanout(app: Any, n: int) -> tuple[float, float]:
-    from celery import chord
-
-    noop = app.tasks["compare_project.celery_tasks.noop"]
-    join = app.tasks["compare_project.celery_tasks.join"]
-    started = time.time()
-    result = chord(noop.s(i) for i in range(n))(join.s())
-    enqueued = time.time() - started
-    result.get(timeout=600, interval=0.2)
-    return enqueued, timestamp(result.date_done) - started
-
-
-def celery_latency(app: Any, n: int) -> list[float]:
-    task = app.tasks["compare_project.celery_tasks.latency_noop"]
-    latencies = []
-    for index in range(n):
-        began = time.perf_counter()
-        task.delay(index)
-        latencies.append(time.perf_counter() - began)
-    return latencies
-
-
-def celery_sql(app: Any) -> dict[str, int]:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-    from harness import count
-
-    with CaptureQueriesContext(connection) as captured:
-        app.backend.mark_as_done(str(uuid.uuid4()), 1)
-    return {"enqueue": 0, "execution": count(captured)[1]}
-
-
 # --- the references -----------------------------------------------------------------------------
 
 
 def ceiling_push(run: Run, n: int) -> float:
+    """A backlog of ``n`` pushed 8 at once to a view that only acknowledges."""
     run.redis.delete("cmp:ceiling", "cmp:ceiling:last")
-    started = time.time()
-    run.publish_raw("ceiling", [b"{}"] * n)
-    poll(lambda: int(run.redis.get("cmp:ceiling") or 0) >= n, 300, "the ceiling pushes", 0.1)
-    return n / (float(run.redis.get("cmp:ceiling:last")) - started)
+    with run.hold_reference("ceiling"):
+        run.publish_raw("ceiling", [b"{}"] * n)
+        started = time.time()
+    poll(lambda: int(run.redis.get("cmp:ceiling") or 0) >= n, 300, "the ceiling pushes", POLL)
+    WINDOW[:] = [started, float(run.redis.get("cmp:ceiling:last"))]
+    return n / (WINDOW[1] - started)
 
 
 def ceiling_pull(run: Run, n: int) -> float:
@@ -458,39 +489,49 @@ def ceiling_pull(run: Run, n: int) -> float:
 
     future = run.subscriber.subscribe(
         run.subscriptions["pull"], callback,
-        flow_control=pubsub_v1.types.FlowControl(max_messages=CONCURRENCY))
+        flow_control=pubsub_v1.types.FlowControl(max_messages=pull_flow_control()))
     try:
         time.sleep(0.5)
         started = time.time()
         run.publish_raw("pull", [b"{}"] * n)
-        poll(lambda: len(seen) >= n, 300, "the pull ceiling", 0.1)
+        poll(lambda: len(seen) >= n, 300, "the pull ceiling", POLL)
     finally:
         future.cancel()
         future.result(timeout=30)
     return n / (max(seen) - started)
 
 
-def floor_throughput(run: Run, n: int) -> float:
+def pull_flow_control() -> int:
+    """The messages our pull worker leases at ``--concurrency 8``: the pull ceiling's."""
+    from django_i3tasks.worker import LEASED_PER_THREAD
+
+    return LEASED_PER_THREAD * CONCURRENCY
+
+
+def floor_throughput(run: Run, n: int, topic: str = "floor") -> float:
     """The floor's tasks are enqueued as ours are, one at a time: an INSERT (autocommit) and
-    a publish that is not waited for, so the ratio compares the same work end to end."""
+    a publish, push held; then the backlog is delivered 8 at once, as ours is.
+    ``topic``: ``floor`` (2 statements, raw SQL) or ``naive-floor`` (the ORM, 5)."""
     from compare_project.models import FloorTry
     from django.db.models import Max
 
     FloorTry.objects.all().delete()
-    started = time.time()
-    futures = []
-    for index in range(n):
-        row = FloorTry.objects.create()
-        futures.append(run.publisher.publish(
-            run.topics["floor"], json.dumps({"try": row.pk, "args": [index]}).encode()))
-    for future in futures:
-        future.result(timeout=120)
+    with run.hold_reference(topic):  # a backlog, as for ours
+        futures = []
+        for index in range(n):
+            row = FloorTry.objects.create()
+            futures.append(run.publisher.publish(
+                run.topics[topic], json.dumps({"try": row.pk, "args": [index]}).encode()))
+        for future in futures:
+            future.result(timeout=120)
+        started = time.time()
     done = FloorTry.objects.filter(status="success")
-    poll(lambda: done.count() >= n, 300, "the floor", 0.2)
-    return n / (done.aggregate(last=Max("finished_at"))["last"].timestamp() - started)
+    poll(lambda: done.count() >= n, 300, f"the {topic}", POLL)
+    WINDOW[:] = [started, done.aggregate(last=Max("finished_at"))["last"].timestamp()]
+    return n / (WINDOW[1] - started)
 
 
-def floor_sql() -> dict[str, int]:
+def floor_sql(path: str = "/floor/") -> dict[str, int]:
     from compare_project.models import FloorTry
     from django.db import connection
     from django.test import Client
@@ -502,7 +543,7 @@ def floor_sql() -> dict[str, int]:
     row = FloorTry.objects.create()
     body = push_envelope(json.dumps({"try": row.pk, "args": [1]}).encode())
     with CaptureQueriesContext(connection) as captured:
-        Client().post("/floor/", body, content_type="application/json")
+        Client().post(path, body, content_type="application/json")
     return {"enqueue": 1, "execution": count(captured)[1]}
 
 
@@ -523,11 +564,13 @@ def old_side(run: Run, n: int, seconds: float) -> dict[str, Any]:
 
     python = ensure_old_venv()
     env = {**run.env, "I3TASKS_TEST_DB": run.db, "I3OLD_NAMESPACE": f"{run.env['CMP_NAMESPACE']}"
-           f".old{uuid.uuid4().hex[:6]}", "PYTHONPATH": ""}
+           f".old{uuid.uuid4().hex[:6]}", "PYTHONPATH": "", "I3OLD_CONN_MAX_AGE": "60"}
     env["I3TASKS_SQLITE_PATH" if run.db == "sqlite" else "I3TASKS_TEST_DB_NAME"] = \
         run.env["CMP_DB_NAME"]
     done = subprocess.run([str(python), str(OLD_DIR / "drive.py"), "--tasks", str(n),
-                           "--seconds", str(seconds), "--poll", "0.25"],
+                           "--seconds", str(seconds), "--poll", str(POLL),
+                           "--workers", str(CONCURRENCY), "--body", "compare",
+                           "--warm-up", str(10 * CONCURRENCY)],
                           cwd=OLD_DIR, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -538,103 +581,202 @@ def old_side(run: Run, n: int, seconds: float) -> dict[str, Any]:
 # --- the run on one database -------------------------------------------------------------------
 
 
+def old_version() -> str | None:
+    from pull import OLD_VERSION
+
+    return OLD_VERSION
+
+
+def system_settings(run: Run, django_settings: Any) -> dict[str, Any]:
+    """How each system was configured in this run, in words and figures."""
+    import celery_side
+    import peers
+
+    database = {"CONN_MAX_AGE": 60, "engine": django_settings.DATABASES["default"]["ENGINE"]}
+    server = {"server": "gunicorn gthread, 2 workers x 8 threads (never the limit: the "
+                        "emulator sends 8 at once)",
+              "emulator": f"Python emulator, push concurrency {CONCURRENCY} per subscription",
+              **database}
+    return {
+        "ours-push": {**server, "endpoint": "the push view (django_i3tasks.urls)"},
+        "ours-push@0": {**server, "CONN_MAX_AGE": 0},
+        "ours-pull": {"worker": f"manage.py i3tasks_worker --concurrency {CONCURRENCY}",
+                      "flow_control": pull_flow_control(), **database},
+        "ours-pull@0": {"worker": f"manage.py i3tasks_worker --concurrency {CONCURRENCY}",
+                        "flow_control": pull_flow_control(), **database, "CONN_MAX_AGE": 0},
+        "old": {"version": old_version(), "workers": f"{CONCURRENCY} x its i3tasks_worker "
+                "(one message at a time each)", "task bodies": "the same as ours",
+                **database},
+        **{row: celery_side.settings_of(row, run.durable_redis.url)
+           for row in celery_side.ROWS},
+        "procrastinate": peers.Procrastinate.settings,
+        "django-tasks-db": {**peers.DjangoTasksDB.settings, **database},
+        "ceiling-push": {**server, "endpoint": "acknowledges; one Redis round trip to count"},
+        "ceiling-pull": {"subscriber": "google-cloud-pubsub streaming pull that only "
+                         "acknowledges", "flow_control": pull_flow_control()},
+        "floor": {**server, "endpoint": "claim (1 UPDATE), then finish + result in 1 "
+                  "autocommit statement (PostgreSQL; SQLite: 2 in one transaction), raw SQL"},
+        "naive-floor": {**server, "endpoint": "the same writes through the ORM: claim, then "
+                        "BEGIN, UPDATE, INSERT, COMMIT"},
+    }
+
+
 def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, int]
             ) -> dict[str, Any]:
+    import celery_side
+    import fairness
+    import peers
+
     run = Run(db, sizes)
     out: dict[str, dict[str, Any]] = {s: {} for s in systems}
     rounds = sizes["rounds"]
+    in_flight: dict[str, list[dict[str, float]]] = {}
 
     def note(system: str, workload: str, value: Any) -> None:
         out[system][workload] = value
-        print(f"  {system:<13} {workload:<16} {json.dumps(value, default=str)[:150]}",
+        print(f"  {system:<15} {workload:<8} {json.dumps(value, default=str)[:150]}",
               flush=True)
 
     def wanted(system: str, workload: str) -> bool:
-        return system in systems and workload in workloads and workload in PLAN[system]
+        return (system in systems and workload in workloads and workload in PLAN[system]
+                and not (db != "postgres" and system in POSTGRES_ONLY))
+
+    def timed(system: str, workload: str, n: int, body: Callable[[], float]) -> float:
+        """One throughput run of ``n`` tasks, with the sessions check (PostgreSQL) and, on
+        the push server, the requests in flight over the run's window."""
+        before = run.sessions.read() if run.sessions else 0
+        rate = body()
+        if system in PUSH_SERVED:
+            counted = fairness.in_flight(run.redis, *WINDOW)  # waits for the stats files
+            sent = run.sender_in_flight(system)
+            in_flight.setdefault(system, []).append({**counted, "sender": sent})
+            print(f"  in flight: {system:<15} in the views: mean {counted['mean']:.2f}, max "
+                  f"{counted['max']} over {counted['requests']} requests; at the emulator's "
+                  f"sender: mean {sent['mean']:.2f}, max {sent['max']} over "
+                  f"{sent['requests']}", flush=True)
+        if run.sessions:
+            run.sessions.check(system, workload, n, before, "CONN_MAX_AGE=0 on purpose"
+                               if system in NEW_SESSION_PER_TASK else None)
+        return rate
+
+    def latencies(samples: list[list[float]]) -> dict[str, Any]:
+        return {"median": summary([statistics.median(v) for v in samples]),
+                "p95": summary([percentile(v, 0.95) for v in samples])}
 
     try:
         from compare_project import tasks
 
-        # The Java emulator runs several times faster once its JIT has compiled the push and
-        # pull paths: warm both up first, or whichever system runs first pays for it.
+        # Warm both emulator paths up first, so that whichever system runs first does not
+        # pay for it.
         server = run.gunicorn(60)
         ceiling_push(run, WARM_UP)
         run.stop(server)
         ceiling_pull(run, WARM_UP)
+        run.redis.delete("cmp:spans")
 
+        # -- enqueue latency and bulk enqueue, every system in turn, round by round --------
+        enqueuers: dict[str, dict[str, Callable[[int], Any]]] = {}
+        celery_apps: dict[str, Any] = {}
+        for row in ("celery-db", "celery-db-safe"):
+            if wanted(row, "enqueue") or wanted(row, "bulk"):
+                broker = run.durable_redis.url if celery_side.ROWS[row]["safe"] \
+                    else run.env.get("CMP_REDIS", "redis://127.0.0.1:6379/7")
+                celery_apps[row] = celery_side.app_for(row, broker)
+        peer_objects: dict[str, Any] = {}
+        if any(wanted("procrastinate", w) for w in WORKLOADS):
+            peer_objects["procrastinate"] = peers.Procrastinate(run.spawn, POLL)
+        if any(wanted("django-tasks-db", w) for w in WORKLOADS):
+            peer_objects["django-tasks-db"] = peers.DjangoTasksDB(run.spawn, POLL)
+        if wanted("ours-push", "enqueue") or wanted("ours-push", "bulk"):
+            enqueuers["ours-push"] = {"enqueue": ours_latency, "bulk": ours_bulk}
+        for row, app in celery_apps.items():
+            enqueuers[row] = {"enqueue": lambda n, app=app: celery_side.latency(app, n),
+                              "bulk": lambda n, app=app: celery_side.bulk(app, n)}
+        for name, peer in peer_objects.items():
+            enqueuers[name] = {"enqueue": peer.latency, "bulk": peer.bulk}
+        for workload in ("enqueue", "bulk"):
+            who = [name for name in enqueuers if wanted(name, workload)]
+            if not who:
+                continue
+            samples: dict[str, list[Any]] = {name: [] for name in who}
+            for name in who:  # warm-up
+                enqueuers[name][workload](50 if workload == "enqueue" else 100)
+            for _ in range(rounds):
+                for name in who:
+                    samples[name].append(enqueuers[name][workload](sizes[workload]))
+            for name in who:
+                note(name, workload, latencies(samples[name]) if workload == "enqueue" else
+                     {**summary(samples[name]), "tasks": sizes["bulk"]})
+        run.redis.delete("latency")
+        for peer in peer_objects.values():
+            peer.clear()
+        if wanted("ours-push", "sql"):
+            note("ours-push", "sql", ours_sql())
+
+        # -- push: ours, the 2-statement floor, naive Django and the ceiling in turn -------
         for system, conn in (("ours-push", 60), ("ours-push@0", 0)):
             if not any(wanted(system, w) for w in WORKLOADS):
                 continue
             server = run.gunicorn(conn)
-            ours_throughput(tasks.noop, 20)  # warm-up: both workers, their connections
+            ours_throughput(tasks.noop, 100, hold=run.hold_ours())  # every thread connects
+            paired = {name: measure_ref for name, measure_ref in (
+                ("floor", lambda n: floor_throughput(run, n)),
+                ("naive-floor", lambda n: floor_throughput(run, n, "naive-floor")),
+                ("ceiling-push", lambda n: ceiling_push(run, n)))
+                if system == "ours-push" and wanted(name, "noop")}
+            for measure_ref in paired.values():
+                measure_ref(100)
+            run.redis.delete("cmp:spans")
             if wanted(system, "noop"):
-                # The references served by the same gunicorn take turns with ours, round by
-                # round: a ratio then compares rounds measured minutes apart at most, not
-                # a system measured while the machine was slow with one measured later.
-                paired = {name: measure_ref for name, measure_ref in (
-                    ("floor", floor_throughput), ("ceiling-push", ceiling_push))
-                    if system == "ours-push" and wanted(name, "noop")}
                 rates: dict[str, list[float]] = {system: [], **{name: [] for name in paired}}
-                for measure_ref in paired.values():
-                    measure_ref(run, 50)
                 for _ in range(rounds):
-                    rates[system].append(ours_throughput(tasks.noop, sizes["noop"]))
+                    rates[system].append(timed(system, "noop", sizes["noop"], lambda: (
+                        ours_throughput(tasks.noop, sizes["noop"], hold=run.hold_ours()))))
                     for name, measure_ref in paired.items():
-                        rates[name].append(measure_ref(run, sizes["noop"]))
+                        rates[name].append(timed(name, "noop", sizes["noop"], lambda m=(
+                            measure_ref): m(sizes["noop"])))
                 for name, values in rates.items():
-                    note(name, "noop", summary(values))
+                    note(name, "noop", {**summary(values),
+                                        "in_flight": in_flight.get(name, [])})
             if wanted(system, "sleep"):
-                note(system, "sleep", summary([ours_throughput(tasks.nap, sizes["sleep"],
-                                                               (SLEEP,)) for _ in range(rounds)]))
+                note(system, "sleep", summary([timed(system, "sleep", sizes["sleep"], lambda: (
+                    ours_throughput(tasks.nap, sizes["sleep"], (SLEEP,), run.hold_ours())))
+                    for _ in range(rounds)]))
             if wanted(system, "fanout"):
                 pairs = [ours_fanout(tasks.noop, tasks.join, sizes["fanout"])
                          for _ in range(rounds)]
                 note(system, "fanout", {"enqueue": summary([p[0] for p in pairs]),
                                         "callback": summary([p[1] for p in pairs])})
+            if system == "ours-push":
+                for name, path in (("floor", "/floor/"), ("naive-floor", "/naive-floor/")):
+                    if wanted(name, "sql"):
+                        note(name, "sql", floor_sql(path))
             run.stop(server)
-        if wanted("ours-push", "enqueue"):
-            # Celery with database results takes turns with ours, round by round (as above).
-            samples: dict[str, list[list[float]]] = {"ours-push": []}
-            app = None
-            if wanted("celery-db", "enqueue"):
-                app = celery_app("db")
-                samples["celery-db"] = []
-                celery_latency(app, 50)
-            ours_latency(50)
-            for _ in range(rounds):
-                samples["ours-push"].append(ours_latency(sizes["enqueue"]))
-                if app is not None:
-                    samples["celery-db"].append(celery_latency(app, sizes["enqueue"]))
-            run.redis.delete("latency")
-            for name, lat in samples.items():
-                note(name, "enqueue", {
-                    "median": summary([statistics.median(v) for v in lat]),
-                    "p95": summary([percentile(v, 0.95) for v in lat])})
-        if wanted("ours-push", "sql"):
-            note("ours-push", "sql", ours_sql())
 
+        # -- pull: ours and the ceiling at the worker's own flow control, in turn ----------
         for system, conn in (("ours-pull", 60), ("ours-pull@0", 0)):
             if not any(wanted(system, w) for w in WORKLOADS):
                 continue
             worker = run.spawn([sys.executable, "-m", "django", "i3tasks_worker", "--queue",
                                 "pull", "--concurrency", str(CONCURRENCY),
                                 "--status-interval", "3600"], conn)
-            ours_throughput(tasks.noop_pull, 20)
+            ours_throughput(tasks.noop_pull, 100)
             if wanted(system, "noop"):
-                # The pull ceiling takes turns with ours (the worker idles meanwhile).
                 ceiling = system == "ours-pull" and wanted("ceiling-pull", "noop")
                 rates = {system: [], **({"ceiling-pull": []} if ceiling else {})}
                 if ceiling:
-                    ceiling_pull(run, 50)
+                    ceiling_pull(run, 100)
                 for _ in range(rounds):
-                    rates[system].append(ours_throughput(tasks.noop_pull, sizes["noop"]))
+                    rates[system].append(timed(system, "noop", sizes["noop"], lambda: (
+                        ours_throughput(tasks.noop_pull, sizes["noop"]))))
                     if ceiling:
                         rates["ceiling-pull"].append(ceiling_pull(run, sizes["noop"]))
                 for name, values in rates.items():
-                    note(name, "noop", summary(values))
+                    note(name, "noop", {**summary(values), **(
+                        {"flow_control": pull_flow_control()} if name == "ceiling-pull" else {})})
             if wanted(system, "sleep"):
-                note(system, "sleep", summary([
-                    ours_throughput(tasks.nap_pull, sizes["sleep"], (SLEEP,))
+                note(system, "sleep", summary([timed(system, "sleep", sizes["sleep"], lambda: (
+                    ours_throughput(tasks.nap_pull, sizes["sleep"], (SLEEP,))))
                     for _ in range(rounds)]))
             if wanted(system, "fanout"):
                 pairs = [ours_fanout(tasks.noop_pull, tasks.join_pull, sizes["fanout"])
@@ -644,55 +786,95 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
             run.stop(worker)
         ours_clear()
 
-        for results in ("redis", "db"):
-            system = f"celery-{results}"
-            if not any(wanted(system, w) for w in WORKLOADS):
+        # -- Celery: each row with both pools, the better one kept per workload ------------
+        for row in celery_side.ROWS:
+            if not any(wanted(row, w) for w in ("noop", "sleep", "fanout", "sql")):
                 continue
-            app = celery_app(results)
-            worker = celery_worker(run, results)
-            celery_throughput(app, "noop", 20, results)  # warm-up (and waits for the worker)
-            if wanted(system, "enqueue") and "enqueue" not in out[system]:
-                celery_latency(app, 50)
-                lat = [celery_latency(app, sizes["enqueue"]) for _ in range(rounds)]
-                note(system, "enqueue", {
-                    "median": summary([statistics.median(v) for v in lat]),
-                    "p95": summary([percentile(v, 0.95) for v in lat])})
-                run.redis.delete("latency")
-            if wanted(system, "noop"):
-                note(system, "noop", summary([celery_throughput(app, "noop", sizes["noop"],
-                                                                results) for _ in range(rounds)]))
-            if wanted(system, "sleep"):
-                note(system, "sleep", summary([
-                    celery_throughput(app, "nap", sizes["sleep"], results, (SLEEP,))
-                    for _ in range(rounds)]))
-            if wanted(system, "fanout"):
-                pairs = [celery_fanout(app, sizes["fanout"]) for _ in range(rounds)]
-                note(system, "fanout", {"enqueue": summary([p[0] for p in pairs]),
-                                        "callback": summary([p[1] for p in pairs])})
-            if wanted(system, "sql") and results == "db":
-                note(system, "sql", celery_sql(app))
-            run.stop(worker)
+            broker = run.durable_redis.url if celery_side.ROWS[row]["safe"] \
+                else run.env.get("CMP_REDIS", "redis://127.0.0.1:6379/7")
+            app = celery_side.app_for(row, broker)
+            by_pool: dict[str, dict[str, Any]] = {"noop": {}, "sleep": {}, "fanout": {}}
+            for group in (("noop", "fanout"), ("sleep",)):
+                group = tuple(w for w in group if wanted(row, w))
+                if not group:
+                    continue
+                prefetch = celery_side.PREFETCH[group[0]]
+                for pool in celery_side.POOLS:
+                    worker = celery_side.worker(run.spawn, row, pool, prefetch, broker)
+                    celery_side.throughput(app, row, "noop", 100, POLL)  # waits for it
+                    for workload in group:
+                        if workload == "fanout":
+                            pairs = [celery_side.fanout(app, row, sizes["fanout"], POLL)
+                                     for _ in range(rounds)]
+                            by_pool["fanout"][pool] = {
+                                "enqueue": summary([p[0] for p in pairs]),
+                                "callback": summary([p[1] for p in pairs])}
+                            continue
+                        name, args = ("noop", ()) if workload == "noop" else ("nap", (SLEEP,))
+                        n = sizes[workload]
+                        one = functools.partial(celery_side.throughput, app, row, name, n,
+                                                POLL, args)
+                        by_pool[workload][pool] = {**summary([timed(
+                            f"{row}/{pool}", workload, n, one) for _ in range(rounds)]),
+                            "prefetch_multiplier": prefetch}
+                    run.stop(worker)
+            for workload, figures in by_pool.items():
+                if not figures:
+                    continue
+                if workload == "fanout":
+                    best = min(figures, key=lambda p: figures[p]["callback"]["median"])
+                else:
+                    best = max(figures, key=lambda p: figures[p]["median"])
+                note(row, workload, {**figures[best], "pool": best, "by_pool": figures})
+            if wanted(row, "sql"):
+                note(row, "sql", celery_side.sql(app))
+
+        # -- the durable peers ------------------------------------------------------------
+        for name, peer in peer_objects.items():
+            if not any(wanted(name, w) for w in ("noop", "sleep", "fanout")):
+                continue
+            started = peer.worker()
+            peer.throughput(100)  # warm-up: every worker thread, its connection
+            if wanted(name, "noop"):
+                one = functools.partial(peer.throughput, sizes["noop"])
+                note(name, "noop", summary([timed(name, "noop", sizes["noop"], one)
+                                            for _ in range(rounds)]))
+            if wanted(name, "sleep"):
+                one = functools.partial(peer.throughput, sizes["sleep"], SLEEP)
+                note(name, "sleep", summary([timed(name, "sleep", sizes["sleep"], one)
+                                             for _ in range(rounds)]))
+            if wanted(name, "fanout"):
+                pairs = [peer.fanout(sizes["fanout"]) for _ in range(rounds)]
+                note(name, "fanout", {"enqueue": summary([p[0] for p in pairs]),
+                                      "callback": summary([p[1] for p in pairs]),
+                                      "join": "none (time to the last member)"})
+            for child in (started if isinstance(started, list) else [started]):
+                run.stop(child)
+            peer.clear()
+        for peer in peer_objects.values():
+            peer.close()
 
         def unmeasured(system: str) -> bool:  # not already measured beside ours
             return wanted(system, "noop") and "noop" not in out[system]
 
-        if unmeasured("ceiling-push") or unmeasured("floor") or wanted("floor", "sql"):
+        if any(unmeasured(s) for s in ("ceiling-push", "floor", "naive-floor")):
             server = run.gunicorn(60)
-            if unmeasured("ceiling-push"):
-                ceiling_push(run, 50)
-                note("ceiling-push", "noop", summary([ceiling_push(run, sizes["noop"])
-                                                      for _ in range(rounds)]))
-            if unmeasured("floor"):
-                floor_throughput(run, 50)
-                note("floor", "noop", summary([floor_throughput(run, sizes["noop"])
-                                               for _ in range(rounds)]))
-            if wanted("floor", "sql"):
-                note("floor", "sql", floor_sql())
+            for name, measure_ref in (
+                    ("floor", lambda n: floor_throughput(run, n)),
+                    ("naive-floor", lambda n: floor_throughput(run, n, "naive-floor")),
+                    ("ceiling-push", lambda n: ceiling_push(run, n))):
+                if unmeasured(name):
+                    measure_ref(100)
+                    run.redis.delete("cmp:spans")
+                    values = [timed(name, "noop", sizes["noop"], lambda m=measure_ref: (
+                        m(sizes["noop"]))) for _ in range(rounds)]
+                    note(name, "noop", {**summary(values), "in_flight": in_flight[name]})
             run.stop(server)
         if unmeasured("ceiling-pull"):
-            ceiling_pull(run, 50)
-            note("ceiling-pull", "noop", summary([ceiling_pull(run, sizes["noop"])
-                                                  for _ in range(rounds)]))
+            ceiling_pull(run, 100)
+            note("ceiling-pull", "noop", {**summary([ceiling_pull(run, sizes["noop"])
+                                                     for _ in range(rounds)]),
+                                          "flow_control": pull_flow_control()})
 
         if "old" in systems:
             for workload, n, seconds in (("noop", sizes["old_noop"], 0.0),
@@ -708,122 +890,39 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
                         break
                     rates.append(n / (result["last_recorded"] - result["started"]))
                     enqueue.append(result["enqueue_seconds"] / n)
+                    if run.sessions and result.get("new_sessions") is not None:
+                        opened = result["new_sessions"]
+                        entry = {"system": "old", "workload": workload, "tasks": n,
+                                 "new_sessions": opened, "per_task": opened / n,
+                                 "ok": opened / n <= fairness.MAX_SESSIONS_PER_TASK}
+                        run.sessions.checks.append(entry)
+                        print(f"  sessions: old {workload}: {opened} new PostgreSQL sessions "
+                              f"for {n} tasks ({opened / n:.3f}/task)", flush=True)
                 if not rates:
                     continue
-                note("old", workload, {**summary(rates), "tasks": n})
+                note("old", workload, {**summary(rates), "tasks": n,
+                                       "workers": CONCURRENCY})
                 if wanted("old", "enqueue") and "enqueue" not in out["old"]:
                     note("old", "enqueue", {"mean": summary(enqueue)})
         # Last: 70,000 rows written and deleted leave the database busy (autovacuum) for a
         # while, which would weigh on whatever ran next.
         if wanted("ours-push", "beat"):
             note("ours-push", "beat", beat_figures(db))
+        from django.conf import settings as django_settings
+
+        clients = {"system, broker and results": run.redis,
+                   "durable broker of celery-db-safe": __import__("redis").Redis.from_url(
+                       run.durable_redis.url)}
+        versions = fairness.versions(
+            clients, "host=127.0.0.1 user=postgres dbname=postgres" if db == "postgres"
+            else None, old_version())
+        configuration = system_settings(run, django_settings)
     finally:
         run.close()
-    return {"db": db, "load_average": os.getloadavg(), "sizes": sizes, "systems": out}
-
-
-# --- report -------------------------------------------------------------------------------------
-
-
-def med(entry: Any, *path: str) -> float | None:
-    for key in path:
-        if not isinstance(entry, dict) or key not in entry:
-            return None
-        entry = entry[key]
-    return entry["median"] if isinstance(entry, dict) else entry
-
-
-def table(result: dict[str, Any]) -> str:
-    s = result["systems"]
-    lines = [f"\n## {result['db']}  (sizes {result['sizes']}, load average at the end "
-             f"{result['load_average'][0]:.2f})"]
-
-    def fmt(value: float | None, unit: str = "") -> str:
-        return "-" if value is None else f"{value:,.1f}{unit}"
-
-    head = f"{'system':<14}{'noop/s':>10}{'spread':>16}{'50ms/s':>9}{'fanout enq s':>13}" \
-           f"{'callback s':>11}{'enqueue ms':>11}{'p95 ms':>8}"
-    lines.append(head)
-    for system, entry in s.items():
-        noop = entry.get("noop")
-        spread = "-" if not noop else f"{noop['min']:.0f}-{noop['max']:.0f}"
-        lat = med(entry, "enqueue", "median") or med(entry, "enqueue", "mean")
-        p95 = med(entry, "enqueue", "p95")
-        lines.append(f"{system:<14}{fmt(med(entry, 'noop')):>10}{spread:>16}"
-                     f"{fmt(med(entry, 'sleep')):>9}{fmt(med(entry, 'fanout', 'enqueue')):>13}"
-                     f"{fmt(med(entry, 'fanout', 'callback')):>11}"
-                     f"{fmt(lat and lat * 1000):>11}{fmt(p95 and p95 * 1000):>8}")
-    for system, entry in s.items():
-        if "sql" in entry:
-            lines.append(f"SQL data statements, {system}: {entry['sql']}")
-
-    def ratio(a: str, b: str, workload: str, target: float | None = None) -> None:
-        x, y = med(s.get(a, {}), workload), med(s.get(b, {}), workload)
-        if x and y:
-            verdict = "" if target is None else (
-                f"  (target >= {target:.0%}: {'met' if x / y >= target else 'MISSED'})")
-            lines.append(f"{workload:<6} {a} / {b}: {x / y:6.1%}{verdict}")
-
-    lines.append("ratios (throughput):")
-    ratio("ours-push", "floor", "noop", 0.8)
-    ratio("ours-push", "ceiling-push", "noop")
-    ratio("floor", "ceiling-push", "noop")
-    ratio("ours-pull", "ceiling-pull", "noop", 0.6)
-    for other in ("celery-db", "celery-redis", "old"):
-        ratio("ours-pull", other, "noop", 1.0 if other == "celery-db" else None)
-        ratio("ours-pull", other, "sleep", 1.0 if other == "celery-db" else None)
-        ratio("ours-push", other, "noop")
-    ratio("ours-push", "ours-push@0", "noop")
-    ratio("ours-pull", "ours-pull@0", "noop")
-    ours = med(s.get("ours-push", {}), "enqueue", "median")
-    theirs = med(s.get("celery-db", {}), "enqueue", "median")
-    if ours and theirs:
-        lines.append(f"enqueue latency ours / celery-db: {ours / theirs:.2f} "
-                     f"(target <= 1: {'met' if ours <= theirs else 'MISSED'})")
-    for kind, figures in s.get("ours-push", {}).get("beat", {}).items():
-        target = figures["target"]
-        met = max(figures["warm_median"], figures["new_process"]) < target
-        lines.append(
-            f"beat, 10,000 schedules, {kind}: warm {figures['warm_median'] * 1000:,.0f} ms "
-            f"(max {figures['warm_max'] * 1000:,.0f}), new process "
-            f"{figures['new_process'] * 1000:,.0f} ms, first call ever "
-            f"{figures['cold'] * 1000:,.0f} ms (target < {target * 1000:,.0f} ms warm and new "
-            f"process: {'met' if met else 'MISSED'})")
-    return "\n".join(lines)
-
-
-def chart(results: list[dict[str, Any]], path: Path, machine: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(len(results), 2, figsize=(13, 4.2 * len(results)),
-                                squeeze=False)
-    for row, result in zip(axes, results, strict=True):
-        for ax, workload, title in ((row[0], "noop", "no-op tasks/s"),
-                                    (row[1], "sleep", "50 ms tasks/s (8 at once)")):
-            names = [n for n, e in result["systems"].items() if workload in e]
-            values = [med(result["systems"][n], workload) for n in names]
-            errors = [[v - result["systems"][n][workload]["min"] for n, v in
-                       zip(names, values, strict=True)],
-                      [result["systems"][n][workload]["max"] - v for n, v in
-                       zip(names, values, strict=True)]]
-            colors = ["#1f77b4" if n.startswith("ours") else "#999999"
-                      if n.startswith(("ceiling", "floor")) else "#d62728" for n in names]
-            ax.bar(names, values, yerr=errors, color=colors, capsize=3)
-            ax.set_title(f"{result['db']}: {title}")
-            ax.tick_params(axis="x", rotation=35)
-    figure.suptitle(f"django-i3tasks vs Celery 5 + Redis vs 0.1.9 vs transport ceiling - "
-                    f"{machine}", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-
-
-def machine() -> str:
-    load = os.getloadavg()[0]
-    return (f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
-            f", load average {load:.1f} when the run ended")
+    return {"db": db, "load_average": os.getloadavg(), "sizes": sizes, "systems": out,
+            "versions": versions, "settings": {s: configuration.get(s) for s in systems},
+            "sessions": run.sessions.checks if run.sessions else None,
+            "emulator": fairness.environment_note()}
 
 
 def main() -> None:
@@ -854,6 +953,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown systems/workloads: {sorted(unknown)}")
     sys.path[:0] = [str(HERE), str(ROOT)]
+    from compare_report import chart, machine, table
+
     if args.partial:
         result = measure(args.partial.split(":")[0], systems, workloads, sizes)
         Path(args.partial.split(":", 1)[1]).write_text(json.dumps(result))
@@ -879,6 +980,9 @@ def main() -> None:
     if full:  # the chart the README shows comes from complete runs only
         chart(results, RESULTS / "compare.png", machine())
     print(f"\nwrote {RESULTS / (stamp + '.json')} and {RESULTS / (stamp + '.png')}")
+    bad = [c for result in results for c in (result.get("sessions") or []) if not c["ok"]]
+    if bad:
+        sys.exit(f"sessions check failed: {bad}")
 
 
 if __name__ == "__main__":

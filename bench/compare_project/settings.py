@@ -5,7 +5,10 @@ environment the driver sets:
 ``CMP_DB`` sqlite|postgres, ``CMP_DB_NAME`` (PostgreSQL database or SQLite file),
 ``CMP_CONN_MAX_AGE`` (seconds; 0 is Django's default), ``CMP_PUSH_URL`` (where Pub/Sub
 pushes), ``CMP_NAMESPACE`` (topics of this run), ``CMP_REDIS`` (Celery broker),
-``CMP_CELERY_RESULTS`` redis|db, ``PUBSUB_EMULATOR_HOST``.
+``CMP_CELERY_RESULTS`` redis|db, ``CMP_CELERY_BROKER`` (the broker, default ``CMP_REDIS``),
+``CMP_CELERY_PREFETCH`` (prefetch multiplier), ``CMP_CELERY_SAFE`` (1: ``acks_late`` and
+``reject_on_worker_lost``), ``CMP_INFLIGHT`` (1: the WSGI wrapper records every request's
+span, so the driver can count requests in flight), ``PUBSUB_EMULATOR_HOST``.
 """
 
 import os
@@ -24,6 +27,9 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django_i3tasks",
     "django_celery_results",
+    # The durable peer "django-tasks, database backend" (its tables and ``db_worker``).
+    "django_tasks",
+    "django_tasks_db",
     "compare_project",
 ]
 # What an API-only deployment runs; the same for every view measured.
@@ -74,12 +80,25 @@ I3TASKS = I3TasksSettings(
 )
 
 REDIS_URL = os.environ.get("CMP_REDIS", "redis://127.0.0.1:6379/7")
-CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_URL = os.environ.get("CMP_CELERY_BROKER", REDIS_URL)
 CELERY_RESULT_BACKEND = "django-db" if os.environ.get("CMP_CELERY_RESULTS") == "db" \
     else REDIS_URL
 CELERY_TASK_ROUTES = {"compare_project.celery_tasks.latency_noop": {"queue": "latency"}}
-CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("CMP_CELERY_PREFETCH", "4"))
+# Celery's Django fixup closes the database connections before and after every task unless
+# ``DB_REUSE_MAX`` is set (it then closes them every 2 x that many tasks): without it every
+# task opens a new PostgreSQL session, which ``CONN_MAX_AGE`` cannot prevent. The bench keeps
+# them, as a production deployment that cares about throughput would.
+CELERY_DB_REUSE_MAX = 1_000_000
+# "Celery with our guarantees": acknowledge after running, and give a task back when its
+# worker process dies (with a durable broker: Redis appendonly, see ``bench/compare.py``).
+CELERY_TASK_ACKS_LATE = os.environ.get("CMP_CELERY_SAFE") == "1"
+CELERY_TASK_REJECT_ON_WORKER_LOST = CELERY_TASK_ACKS_LATE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# The durable peer django-tasks: its database backend, results in the same database.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend",
+                     "QUEUES": ["default", "idle"]}}
 
 LOGGING = {
     "version": 1,

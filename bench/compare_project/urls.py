@@ -6,4 +6,5 @@ urlpatterns = [
     path("i3/", include("django_i3tasks.urls")),
     path("ceiling/", views.ceiling),
     path("floor/", views.floor),
+    path("naive-floor/", views.naive_floor),
 ]

@@ -68,6 +68,35 @@ class OldWorker(OutputProcess):
         return self.wait(5)
 
 
+def _delete_all(model: type) -> None:
+    """Delete every row of ``model``. 0.1.9 marks a try successful before it writes the
+    try's result: a worker can still be inserting a result for a try being deleted, which
+    PostgreSQL refuses at commit (foreign key); wait a little and try again."""
+    from django.db import IntegrityError
+
+    for attempt in range(10):
+        try:
+            model.objects.all().delete()  # type: ignore[attr-defined]
+            return
+        except IntegrityError:
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
+
+
+def _sessions(connection: object) -> int | None:
+    """PostgreSQL sessions opened on this database so far (None on SQLite). Backends publish
+    their counters at most once a second: wait for the last ones first."""
+    if connection.vendor != "postgresql":  # type: ignore[attr-defined]
+        return None
+    time.sleep(1.1)
+    with connection.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database "
+                       "WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=200)
@@ -75,6 +104,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--poll", type=float, default=0.02)
+    parser.add_argument("--warm-up", type=int, default=1, help="tasks run before measuring")
+    parser.add_argument("--body", choices=["effect", "compare"], default="effect",
+                        help="'compare': bench/compare.py's task bodies (no effect row)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(HERE))
@@ -89,7 +121,7 @@ def main() -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
     from oldbench.models import Effect
-    from oldbench.tasks import nap
+    from oldbench.tasks import nap, nap_only, noop
 
     from django_i3tasks.models import TaskExecution, TaskExecutionTry
 
@@ -98,18 +130,27 @@ def main() -> None:
     try:
         for worker in workers:
             worker.wait_ready()
-        # Warm-up: one task through the workers (publisher channel, worker's first pull).
-        nap.delay("warmup", 0.0)
-        if not wait_until(lambda: TaskExecutionTry.objects.filter(is_success=True).exists(),
-                          60, 0.05, workers):
-            raise RuntimeError("0.1.9 worker did not run the warm-up task")
-        TaskExecution.objects.all().delete()
+        # Warm-up: tasks through the workers (publisher channel, first pulls, and with
+        # --warm-up the database connection of each worker, so the sessions count of the
+        # measured tasks is their own).
+        for index in range(args.warm_up):
+            nap.delay(f"warmup-{index}", 0.0)
+        if not wait_until(lambda: TaskExecutionTry.objects.filter(is_success=True).count()
+                          >= args.warm_up, 120, 0.05, workers):
+            raise RuntimeError("0.1.9 worker did not run the warm-up tasks")
+        _delete_all(TaskExecution)
         Effect.objects.all().delete()
         connection.close()
 
+        sessions_before = _sessions(connection)
         started = time.time()
-        for index in range(args.tasks):
-            nap.delay(f"old-{index}", args.seconds)  # awaits each publish (0.1.9's enqueue)
+        for index in range(args.tasks):  # each awaits its publish (0.1.9's enqueue)
+            if args.body == "effect":
+                nap.delay(f"old-{index}", args.seconds)
+            elif args.seconds:
+                nap_only.delay(index, args.seconds)
+            else:
+                noop.delay(index)
         enqueued = time.time()
 
         done = wait_until(
@@ -117,6 +158,8 @@ def main() -> None:
             args.timeout, args.poll, workers,
         )
         seen = time.time()
+        result["new_sessions"] = None if sessions_before is None else \
+            _sessions(connection) - sessions_before
         tries = TaskExecutionTry.objects.filter(is_success=True)
         last = tries.aggregate(last=Max("finished_at"))["last"]
         runs = Effect.objects.filter(key__startswith="old-")

@@ -28,6 +28,9 @@ if TEST_DB == "postgres":
             "USER": "postgres",
             "HOST": os.environ.get("I3TASKS_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("I3TASKS_PG_PORT", "5432"),
+            # The production setting every system of bench/compare.py runs with
+            # (I3OLD_CONN_MAX_AGE; Django's default 0 when unset).
+            "CONN_MAX_AGE": int(os.environ.get("I3OLD_CONN_MAX_AGE", "0")),
         }
     }
 else:

@@ -17,3 +17,15 @@ def nap(key: str, seconds: float = 0.0) -> str:
     time.sleep(seconds)
     Effect.objects.create(key=key, pid=os.getpid())
     return key
+
+
+# The bodies of bench/compare.py's tasks (compare_project/tasks.py): no effect row.
+@TaskDecorator(topic_name="heavy", subscription_name="pull")
+def noop(index: int) -> int:
+    return index
+
+
+@TaskDecorator(topic_name="heavy", subscription_name="pull")
+def nap_only(index: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return index

@@ -13,6 +13,11 @@ The body is the standard envelope: ``{"message": {"data", "attributes", "message
 when the subscription has a dead-letter policy). Not emulated: OIDC tokens on push requests,
 unwrapped (``no_wrapper``) payloads, and the adaptive number of requests in flight of real
 push (here it is fixed).
+
+Requests in flight are counted per push subscription (``push_stats()``: requests sent and
+seconds spent at each number in flight, since the subscription became push), so a benchmark
+can show how many ran at once. With ``$I3TASKS_EMULATOR_PUSH_STATS`` set to a file path, the
+emulator process rewrites that file (JSON) every 0.2 s.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import base64
 import http.client
 import json
 import logging
+import os
 import ssl
 import threading
 import time
@@ -33,6 +39,13 @@ logger = logging.getLogger(__name__)
 
 SUCCESS = frozenset({102, 200, 201, 202, 204})
 USER_AGENT = "APIs-Google; django-i3tasks Pub/Sub emulator"
+STATS_ENV = "I3TASKS_EMULATOR_PUSH_STATS"
+
+#: The newest sender of each push subscription, by subscription name (for ``push_stats``);
+#: a stopped one leaves its last figures, not itself (nor its subscription) behind.
+_senders: dict[str, Pusher | dict[str, Any]] = {}
+_senders_lock = threading.Lock()
+_stats_writer: threading.Thread | None = None
 
 
 def envelope(sub: Sub, received: Any) -> bytes:
@@ -67,6 +80,15 @@ class Pusher:
         self.sub = sub
         self.holder = Holder()
         self.stopped = False
+        self.concurrency = max(1, concurrency)
+        self._flight = threading.Lock()
+        self._level = 0
+        self._since = time.monotonic()
+        self._requests = 0
+        self._seconds_at = [0.0] * (self.concurrency + 1)
+        with _senders_lock:
+            _senders[sub.name] = self
+        _start_stats_writer()
         self.threads = [
             threading.Thread(target=self._run, name=f"pubsub-push-{sub.index}-{n}", daemon=True)
             for n in range(max(1, concurrency))
@@ -74,8 +96,28 @@ class Pusher:
         for thread in self.threads:
             thread.start()
 
+    def _in_flight(self, step: int) -> None:
+        with self._flight:
+            now = time.monotonic()
+            self._seconds_at[self._level] += now - self._since
+            self._since, self._level = now, self._level + step
+            if step > 0:
+                self._requests += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Requests sent so far and the seconds spent with 0, 1, ... ``concurrency`` of them
+        in flight (the last entry grows while that many are in flight)."""
+        with self._flight:
+            seconds = list(self._seconds_at)
+            seconds[self._level] += time.monotonic() - self._since
+            return {"concurrency": self.concurrency, "requests": self._requests,
+                    "in_flight_now": self._level, "seconds_at": seconds}
+
     def stop(self) -> None:
         """Caller holds the broker lock."""
+        with _senders_lock:
+            if _senders.get(self.sub.name) is self:
+                _senders[self.sub.name] = self.stats()
         self.stopped = True
         self.sub.cond.notify_all()
 
@@ -102,12 +144,48 @@ class Pusher:
                     return
                 entry, received, url, deadline = item
                 started = time.monotonic()
-                status = _post(connections, url, envelope(self.sub, received), deadline)
+                self._in_flight(1)
+                try:
+                    status = _post(connections, url, envelope(self.sub, received), deadline)
+                finally:
+                    self._in_flight(-1)
                 ok = status in SUCCESS and time.monotonic() - started <= deadline
                 self.broker.push_done(self.sub, entry, received.ack_id, ok)
         finally:
             for connection in connections.values():
                 connection.close()
+
+
+def push_stats() -> dict[str, dict[str, Any]]:
+    """``Pusher.stats()`` of the newest sender of every subscription that has been push in
+    this process, by subscription name."""
+    with _senders_lock:
+        senders = dict(_senders)
+    return {name: sender if isinstance(sender, dict) else sender.stats()
+            for name, sender in senders.items()}
+
+
+def _start_stats_writer() -> None:
+    """With ``$I3TASKS_EMULATOR_PUSH_STATS``, one thread rewrites that file every 0.2 s."""
+    global _stats_writer
+    path = os.environ.get(STATS_ENV)
+    with _senders_lock:
+        if not path or _stats_writer is not None:
+            return
+        _stats_writer = threading.Thread(target=_write_stats, args=(path,),
+                                         name="pubsub-push-stats", daemon=True)
+    _stats_writer.start()
+
+
+def _write_stats(path: str) -> None:
+    while True:
+        try:
+            with open(f"{path}.tmp", "w", encoding="utf-8") as out:
+                json.dump(push_stats(), out)
+            os.replace(f"{path}.tmp", path)
+        except OSError as exc:
+            logger.warning("cannot write push stats to %s: %s", path, exc)
+        time.sleep(0.2)
 
 
 def _post(connections: dict[tuple[str, str], http.client.HTTPConnection], url: str,
