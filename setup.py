@@ -19,6 +19,7 @@ setup(
     package_data={
         "django_i3tasks": [
             "testing/java-emulator-fix/io/grpc/*.java", "static/django_i3tasks/*.css",
+            "templates/admin/django_i3tasks/*.html", "templates/admin/django_i3tasks/*/*.html",
         ],
     },
     python_requires=">=3.10",
@@ -42,7 +43,15 @@ setup(
             # it is unused (django.tasks wins) and harmless: it needs only Django>=4.2,
             # typing_extensions and django-stubs-ext, which django-stubs brings anyway.
             "django-tasks>=0.10",
+            # the [metrics] and [otel] extras' tests (tasks-metrics/, spans over a real push)
+            "prometheus-client>=0.17",
+            "opentelemetry-api>=1.20",
+            "opentelemetry-sdk>=1.20",
         ],
+        # tasks-metrics/: Prometheus counters, histograms and gauges.
+        "metrics": ["prometheus-client>=0.17"],
+        # W3C trace context in messages and a span around each try.
+        "otel": ["opentelemetry-api>=1.20"],
         # bench/compare.py: the systems it compares with, the server, the chart.
         "bench": [
             "gunicorn>=22",

@@ -251,3 +251,80 @@ class ScheduleState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} next {self.next_fire.isoformat()}"
+
+
+def _default_timezone() -> str:
+    """The project's ``TIME_ZONE`` (``UTC`` when unset)."""
+    from django.conf import settings
+
+    return str(getattr(settings, "TIME_ZONE", None) or "UTC")
+
+
+#: ``PeriodicTask`` has a field named ``timezone``, which hides the module in its body.
+_now = timezone.now
+
+
+class PeriodicTask(models.Model):
+    """A cron schedule kept in the database and edited in the admin; the beat runs these rows
+    beside the settings ``Schedule``s, with the same once-per-slot claim (``ScheduleSlot``).
+
+    ``revision`` grows at every ``save()``: the beat compares the table's count, highest id
+    and revision sum with what it read last, so an edit takes effect at the next beat call
+    without reading every row each minute. A ``QuerySet.update()`` that changes a schedule
+    must raise ``revision`` too (``revision=F("revision") + 1``).
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    task_name = models.CharField(max_length=255, help_text="A registered task's dotted name.")
+    cron = models.CharField(max_length=100, help_text='Five fields, e.g. "*/5 * * * *".')
+    timezone = models.CharField(max_length=64, default=_default_timezone)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    queue_name = models.CharField(max_length=100, blank=True, default="",
+                                  help_text="Empty: the task's own queue.")
+    enabled = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    #: The latest slot the beat enqueued (written by the beat only).
+    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    #: The next slot (at save, and each time the beat handles the row).
+    next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revision = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(default=_now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "periodic task"
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron} {self.timezone})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.next_run_at = self._next_slot()
+        if self._state.adding:
+            self.revision = 1
+            super().save(*args, **kwargs)
+            return
+        # Concurrent saves of one row must each raise the sum the beat compares.
+        self.revision = models.F("revision") + 1
+        super().save(*args, **kwargs)
+        self.refresh_from_db(fields=["revision"])
+
+    @property
+    def schedule_key(self) -> str:
+        """The key of its ``ScheduleState`` and ``ScheduleSlot`` rows (stable across renames;
+        settings schedules use their names)."""
+        return f"periodic:{self.pk}"
+
+    def _next_slot(self) -> Any:
+        """The first slot after now, or ``None`` when the cron or time zone is not valid."""
+        import zoneinfo
+        from datetime import datetime
+
+        try:
+            from croniter import croniter
+
+            local = timezone.now().astimezone(zoneinfo.ZoneInfo(self.timezone))
+            return croniter(self.cron, local).get_next(datetime)
+        except Exception:  # noqa: BLE001 - invalid input: the admin form names the reason
+            return None
