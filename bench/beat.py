@@ -135,7 +135,8 @@ def measure(db: str) -> None:
         print(f"  new process, existing history: {restart * 1000:7.1f} ms, enqueued "
               f"{len(restarted['enqueued'])}, already done {len(restarted['skipped'])}, "
               f"{count(captured)[1]} data statements")
-        figures[kind if source == "settings" else f"{kind} (rows)"] = {"cold": cold[0], "warm_median": statistics.median(warm_times),
+        name = kind if source == "settings" else f"{kind} (rows)"
+        figures[name] = {"cold": cold[0], "warm_median": statistics.median(warm_times),
                          "warm_max": max(warm_times), "new_process": restart,
                          "enqueued_per_call": max(r[1] for r in warm),
                          "target": ALL_DUE_TARGET if kind == "all due" else TARGET}

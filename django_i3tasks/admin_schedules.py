@@ -11,6 +11,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Cast, Concat
 from django.http import HttpRequest, HttpResponse
 
 from . import periodic
@@ -92,6 +94,15 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ("django_i3tasks/admin.css",)}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PeriodicTask]:
+        """Each row's beat state (last and next slot) in the page's one query."""
+        state = ScheduleState.objects.filter(key=Concat(
+            Value(periodic.KEY_PREFIX), Cast(OuterRef("pk"), output_field=CharField())))
+        return super().get_queryset(request).annotate(
+            state_next_fire=Subquery(state.values("next_fire")[:1]),
+            state_last_slot=Subquery(state.values("last_slot")[:1]),
+        )
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

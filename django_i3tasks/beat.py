@@ -296,14 +296,21 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
     report.unchanged = counts["unchanged"]
     due: dict[tuple[str, datetime], Schedule] = {}
     moves: list[tuple[int, datetime, datetime | None, str | None]] = []
-    handled: list[tuple[Schedule, datetime | None, datetime]] = []  # PeriodicTask rows
     for pk, key, spec in ScheduleState.objects.filter(next_fire__lte=at).values_list(
         "pk", "key", "spec"
     ):
         schedule = by_key.get(key)
         if schedule is None:  # another deploy's schedule: left to the processes that know it
             continue
-        latest, following = _slots.window(schedule.cron, str(schedule.timezone), minute)
+        try:
+            latest, following = _slots.window(schedule.cron, str(schedule.timezone), minute)
+        except Exception:  # noqa: BLE001 - a row written around the admin's checks
+            if not isinstance(schedule, periodic.StoredSchedule):
+                raise  # settings schedules are checked at startup (checks.py)
+            report.skipped.append({"schedule": key, "slot": "", "reason": "invalid_schedule"})
+            logger.warning("Beat: %s has an invalid cron %r or time zone %r", key,
+                           schedule.cron, schedule.timezone)
+            continue
         ours = _spec(schedule)
         theirs = None if spec == ours else ours
         if latest < oldest:  # older than beat_catch_up_seconds: given up
@@ -311,15 +318,9 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
         else:
             due[(key, latest)] = schedule
             moves.append((pk, following, latest, theirs))
-        if isinstance(schedule, periodic.StoredSchedule):
-            handled.append((schedule, latest if latest >= oldest else None, following))
     if due:
         _claim(due, report)
     _advance(moves)
-    if handled:
-        unknown = {s["schedule"] for s in report.skipped if s["reason"] == "unknown_task"}
-        periodic.record_slots([(schedule, None if schedule.key in unknown else ran, following)
-                               for schedule, ran, following in handled])
 
 
 def _won(rows: list[dict[str, Any]], written: int) -> set[str]:

@@ -268,6 +268,9 @@ class PeriodicTask(models.Model):
     """A cron schedule kept in the database and edited in the admin; the beat runs these rows
     beside the settings ``Schedule``s, with the same once-per-slot claim (``ScheduleSlot``).
 
+    ``last_run_at`` and ``next_run_at`` are read from the row's ``ScheduleState`` (the beat
+    writes nothing else per row, so 10,000 rows cost what 10,000 settings schedules cost).
+
     ``revision`` grows at every ``save()``: the beat compares the table's count, highest id
     and revision sum with what it read last, so an edit takes effect at the next beat call
     without reading every row each minute. A ``QuerySet.update()`` that changes a schedule
@@ -284,10 +287,6 @@ class PeriodicTask(models.Model):
                                   help_text="Empty: the task's own queue.")
     enabled = models.BooleanField(default=True)
     description = models.TextField(blank=True)
-    #: The latest slot the beat enqueued (written by the beat only).
-    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
-    #: The next slot (at save, and each time the beat handles the row).
-    next_run_at = models.DateTimeField(null=True, blank=True, editable=False)
     revision = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=_now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -300,7 +299,6 @@ class PeriodicTask(models.Model):
         return f"{self.name} ({self.cron} {self.timezone})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        self.next_run_at = self._next_slot()
         if self._state.adding:
             self.revision = 1
             super().save(*args, **kwargs)
@@ -315,6 +313,33 @@ class PeriodicTask(models.Model):
         """The key of its ``ScheduleState`` and ``ScheduleSlot`` rows (stable across renames;
         settings schedules use their names)."""
         return f"periodic:{self.pk}"
+
+    @property
+    def last_run_at(self) -> Any:
+        """The latest slot the beat claimed for this row (``None`` before the first)."""
+        return self._beat_state()[1]
+
+    @property
+    def next_run_at(self) -> Any:
+        """The next slot: the beat's, or computed from the cron before the beat saw the row;
+        ``None`` when disabled."""
+        if not self.enabled:
+            return None
+        next_fire = self._beat_state()[0]
+        if next_fire is None or next_fire.year <= 1970:  # not evaluated yet
+            return self._next_slot()
+        return next_fire
+
+    def _beat_state(self) -> tuple[Any, Any]:
+        """``(next_fire, last_slot)`` of its state row; the admin annotates them (one query
+        per page), else one query."""
+        if hasattr(self, "state_next_fire"):
+            return self.state_next_fire, getattr(self, "state_last_slot", None)
+        if self.pk is None:
+            return None, None
+        row = ScheduleState.objects.filter(key=self.schedule_key).values_list(
+            "next_fire", "last_slot").first()
+        return row or (None, None)
 
     def _next_slot(self) -> Any:
         """The first slot after now, or ``None`` when the cron or time zone is not valid."""

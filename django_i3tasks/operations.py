@@ -123,7 +123,8 @@ def _resolve(uuids: list[uuid.UUID]) -> tuple[dict[uuid.UUID, int], list[str]]:
 def retry(uuids: list[uuid.UUID]) -> dict[str, list[str]]:
     """Retry failed executions: ``{"retried", "not_failed", "unknown"}`` (uuids)."""
     found, unknown = _resolve(uuids)
-    retried = {str(e.uuid) for e in lifecycle.retry(list(found.values()))}
+    pks = list(found.values())
+    retried = {str(e.uuid) for e in lifecycle.retry(pks)} if pks else set()
     return {"retried": sorted(retried),
             "not_failed": sorted(str(u) for u in found if str(u) not in retried),
             "unknown": unknown}

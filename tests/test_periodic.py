@@ -45,7 +45,6 @@ def test_a_row_runs_once_for_two_calls_in_its_minute(no_publish):
     third = run_beat(at("2026-11-23T12:00:50"))
     assert third.enqueued == [] and third.skipped[0]["reason"] == "already_enqueued"
     assert len(runs("every-minute")) == 1 and len(no_publish) == 1
-    row.refresh_from_db()
     assert row.last_run_at == at("2026-11-23T12:00:00")
     assert row.next_run_at == at("2026-11-23T12:01:00")
     assert run_beat(at("2026-11-23T12:01:00")).enqueued[0]["schedule"] == row.schedule_key
@@ -181,3 +180,22 @@ def test_admin_lists_settings_schedules_read_only(admin_client, i3settings):
     html = page.content.decode()
     assert page.status_code == 200 and "Schedules from settings" in html
     assert "nightly-report" in html and "0 3 * * *" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_list_shows_last_and_next_run_and_an_invalid_row_is_skipped(
+    admin_client, no_publish
+):
+    row = periodic()
+    broken = periodic("broken")
+    PeriodicTask.objects.filter(pk=broken.pk).update(cron="not a cron",
+                                                     revision=F("revision") + 1)
+    report = run_beat(at("2026-11-23T12:00:00"))
+    assert [e["schedule"] for e in report.enqueued] == [row.schedule_key]
+    assert report.skipped == [{"schedule": broken.schedule_key, "slot": "",
+                               "reason": "invalid_schedule"}]
+    page = admin_client.get(reverse("admin:django_i3tasks_periodictask_changelist"))
+    rows = {r.pk: r for r in page.context["cl"].result_list}
+    assert rows[row.pk].last_run_at == at("2026-11-23T12:00:00")
+    assert rows[row.pk].next_run_at == at("2026-11-23T12:01:00")
+    assert rows[broken.pk].last_run_at is None

@@ -24,8 +24,6 @@ class Migration(migrations.Migration):
                 ("queue_name", models.CharField(blank=True, default="", help_text="Empty: the task's own queue.", max_length=100)),
                 ("enabled", models.BooleanField(default=True)),
                 ("description", models.TextField(blank=True)),
-                ("last_run_at", models.DateTimeField(blank=True, editable=False, null=True)),
-                ("next_run_at", models.DateTimeField(blank=True, editable=False, null=True)),
                 ("revision", models.PositiveIntegerField(default=0, editable=False)),
                 ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
                 ("updated_at", models.DateTimeField(auto_now=True)),
