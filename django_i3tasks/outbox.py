@@ -35,7 +35,7 @@ from uuid import UUID
 
 from django.db import transaction
 
-from . import transport
+from . import signals, transport
 from .conf import get_queue, get_settings
 from .exceptions import InlineRunnerMissing
 from .messages import TaskMessage
@@ -252,6 +252,11 @@ def _recovery_hint(what: str = "it") -> str:
 
 def _publish_failed(message: TaskMessage, exc: BaseException) -> None:
     failures.add()
+    if signals.publish_failed.has_listeners():
+        signals.publish_failed.send(
+            sender=None, execution_uuid=message.execution_uuid, task_name=message.task_name,
+            queue_name=message.queue_name, try_number=message.try_number,
+            error_type=type(exc).__name__)
     logger.error(
         "Could not publish task %s (execution %s, try %s): %s: %s; %s",
         message.task_name, message.execution_uuid, message.try_number,
