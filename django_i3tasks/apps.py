@@ -27,6 +27,7 @@ class I3TasksConfig(AppConfig):
             checks,  # noqa: F401 - registers the system checks
             execution,
             logs,
+            metrics,
             outbox,
         )
         from .registry import autodiscover
@@ -35,6 +36,7 @@ class I3TasksConfig(AppConfig):
         # them: it is handed over here rather than imported by them.
         outbox.set_runner(execution.run_message)
         logs.connect()
+        metrics.connect()  # only when the [metrics] extra is installed
         autodiscover()
         if checks.uses_tasks_backend():
             # Django 6 registers its tasks check when django.tasks is imported (the backport
