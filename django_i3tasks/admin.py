@@ -464,4 +464,4 @@ class ScheduleSlotAdmin(ReadOnlyAdmin):
         return seconds_time(obj.created_at)
 
 # The schedules' pages live in their own module (PeriodicTask, settings schedules).
-from . import admin_schedules  # noqa: E402, F401 - registers PeriodicTaskAdmin
+from . import admin_dashboard, admin_schedules  # noqa: E402, F401 - register their admins

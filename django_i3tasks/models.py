@@ -353,3 +353,13 @@ class PeriodicTask(models.Model):
             return croniter(self.cron, local).get_next(datetime)
         except Exception:  # noqa: BLE001 - invalid input: the admin form names the reason
             return None
+
+
+class Dashboard(TaskExecution):
+    """No table of its own: it gives the admin dashboard its place
+    (``admin/django_i3tasks/dashboard/``) and its line in the app's index."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"

@@ -110,3 +110,16 @@ def stats(since: datetime) -> list[dict[str, Any]]:
                                "p50_delay": None, "p95_delay": None}),
         })
     return rows
+
+
+def finished_tries(since: datetime, by_hour: bool = False,
+                   per_task: bool = False) -> list[tuple[Any, ...]]:
+    """Tries finished since ``since`` per minute (or hour) and status (or task):
+    ``[(bucket, status or task, count)]``, one grouped query."""
+    from django.db.models.functions import TruncHour, TruncMinute
+
+    bucket = (TruncHour if by_hour else TruncMinute)("finished_at")
+    key = "execution__task_name" if per_task else "status"
+    return list(TaskExecutionTry.objects.filter(finished_at__gte=since).order_by()
+                .annotate(bucket=bucket).values_list("bucket", key)
+                .annotate(n=Count("pk")))

@@ -33,4 +33,16 @@ class Migration(migrations.Migration):
                 "ordering": ("name",),
             },
         ),
+        migrations.CreateModel(
+            name="Dashboard",
+            fields=[],
+            options={
+                "verbose_name": "dashboard",
+                "verbose_name_plural": "dashboard",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
+            },
+            bases=("django_i3tasks.taskexecution",),
+        ),
     ]
