@@ -123,3 +123,51 @@ def finished_tries(since: datetime, by_hour: bool = False,
     return list(TaskExecutionTry.objects.filter(finished_at__gte=since).order_by()
                 .annotate(bucket=bucket).values_list("bucket", key)
                 .annotate(n=Count("pk")))
+
+
+def window_tries(since: datetime, by_hour: bool) -> dict[str, Any]:
+    """The dashboard's try figures in one pass over the window on PostgreSQL (the join of
+    tries and executions is made once): ``outcomes`` ``[(bucket, status, n)]``, ``per_task``
+    ``[(bucket, task, n)]`` and ``timings`` as ``timings()``. Elsewhere: three queries."""
+    connection = _connection()
+    if connection.vendor != "postgresql":
+        return {"outcomes": finished_tries(since, by_hour),
+                "per_task": finished_tries(since, by_hour, per_task=True),
+                "timings": timings(since)}
+    from django.db import transaction
+    from django.utils import timezone as dj_timezone
+
+    tries = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
+    executions = connection.ops.quote_name(TaskExecution._meta.db_table)
+    sql = (
+        "WITH w AS MATERIALIZED (SELECT e.task_name AS task, t.status AS status, "
+        "date_trunc(%s, t.finished_at AT TIME ZONE %s) AS b, "
+        "extract(epoch FROM t.finished_at - t.started_at) AS d, "
+        "greatest(extract(epoch FROM t.started_at - t.not_before), 0) AS q "
+        f"FROM {tries} t JOIN {executions} e ON e.id = t.execution_id "
+        "WHERE t.finished_at >= %s) "
+        "SELECT 'o', status, b, count(*), NULL::float8[], NULL::float8[] FROM w "
+        "GROUP BY status, b "
+        "UNION ALL SELECT 's', task, b, count(*), NULL, NULL FROM w GROUP BY task, b "
+        "UNION ALL SELECT 'p', task, NULL, count(d), "
+        "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY d), "
+        "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY q) FROM w GROUP BY task"
+    )
+    zone = dj_timezone.get_current_timezone_name()
+    result: dict[str, Any] = {"outcomes": [], "per_task": [], "timings": {}}
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        # The percentiles sort the window in memory rather than on disk.
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(sql, ["hour" if by_hour else "minute", zone, since])
+        for kind, key, bucket, n, durations, delays in cursor.fetchall():
+            if bucket is not None:
+                bucket = dj_timezone.make_aware(bucket, dj_timezone.get_current_timezone())
+            if kind == "o":
+                result["outcomes"].append((bucket, key, n))
+            elif kind == "s":
+                result["per_task"].append((bucket, key, n))
+            elif n:
+                result["timings"][key] = {
+                    "tries": n, "p50_duration": durations[0], "p95_duration": durations[1],
+                    "p50_delay": delays[0], "p95_delay": delays[1]}
+    return result
