@@ -25,8 +25,8 @@ from collections.abc import Callable
 
 from django.utils import timezone
 
-from . import lifecycle, outbox
-from .conf import get_settings
+from . import lifecycle, outbox, tracing
+from .conf import get_queue, get_settings, topic_id
 from .exceptions import TaskCancelled
 from .messages import TaskMessage
 from .outcome import Outcome, OutcomeStatus
@@ -124,15 +124,20 @@ def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> 
         running=running,
     )
     began = time.monotonic()
-    try:
-        value = task.run(message.args, message.kwargs, metadata, time_limit=task.time_limit)
-    except Exception as exc:  # noqa: BLE001 - any task error is recorded, not raised
-        return lifecycle.record_failure(
-            message, token, exc,
-            retry_in=retry_delay(task, exc, message.try_number, message.max_retries),
+    # The try's CONSUMER span (when a tracer provider is configured): what the recording
+    # publishes (retry, chain step, group callback) continues its trace.
+    with tracing.run_span(task.name, lambda: topic_id(get_queue(message.queue_name)),
+                          message.execution_uuid, message.try_number, message.trace) as span:
+        try:
+            value = task.run(message.args, message.kwargs, metadata, time_limit=task.time_limit)
+        except Exception as exc:  # noqa: BLE001 - any task error is recorded, not raised
+            tracing.failed(span, exc)
+            return lifecycle.record_failure(
+                message, token, exc,
+                retry_in=retry_delay(task, exc, message.try_number, message.max_retries),
+                duration=time.monotonic() - began, progress=running.held_progress(),
+            )
+        return lifecycle.record_success(
+            message, token, value, on_success=task.on_success,
             duration=time.monotonic() - began, progress=running.held_progress(),
         )
-    return lifecycle.record_success(
-        message, token, value, on_success=task.on_success, duration=time.monotonic() - began,
-        progress=running.held_progress(),
-    )

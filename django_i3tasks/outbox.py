@@ -35,8 +35,8 @@ from uuid import UUID
 
 from django.db import transaction
 
-from . import signals, transport
-from .conf import get_queue, get_settings
+from . import signals, tracing, transport
+from .conf import get_queue, get_settings, topic_id
 from .exceptions import InlineRunnerMissing
 from .messages import TaskMessage
 from .types import AnyQueue
@@ -122,6 +122,9 @@ class PubSubOutbox(Outbox):
                 if queue is None:
                     queue = queues[message.queue_name] = get_queue(message.queue_name)
                 data, attributes = message.encode()
+                attributes.update(tracing.enqueue_attributes(
+                    message.task_name, topic_id(queue), message.execution_uuid,
+                    message.try_number))
             except Exception as exc:  # noqa: BLE001 - the rows are committed; recovery follows
                 _publish_failed(message, exc)
                 continue
