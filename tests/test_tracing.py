@@ -115,3 +115,25 @@ def test_failures_retries_and_chains_continue_the_trace(push_queue, spans):
     (step_enqueue,) = by_name(spans, f"i3tasks.enqueue {link.name}")
     assert step.parent.span_id == step_enqueue.context.span_id
     assert step_enqueue.parent.span_id == first.context.span_id
+
+
+def test_a_group_callback_continues_the_trace(push_queue, spans):
+    from opentelemetry import trace
+
+    from django_i3tasks import TaskGroup
+    from tests.testapp.chain_tasks import member
+
+    tracer = trace.get_tracer("tests")
+    with tracer.start_as_current_span("request") as request:
+        group = TaskGroup.create(callback=link.build_chain("joined"), total_count=2)
+        member.map([1, 2], group=group)
+    transport.flush()
+    wait_for(lambda: by_name(spans, f"i3tasks.run {link.name}"), timeout=30)
+    members = by_name(spans, f"i3tasks.run {member.name}")
+    (callback,) = by_name(spans, f"i3tasks.run {link.name}")
+    trace_id = request.get_span_context().trace_id
+    assert len(members) == 2 and {s.context.trace_id for s in members} == {trace_id}
+    assert callback.context.trace_id == trace_id
+    (callback_enqueue,) = by_name(spans, f"i3tasks.enqueue {link.name}")
+    # Released by the member that finished last, inside its run span.
+    assert callback_enqueue.parent.span_id in {s.context.span_id for s in members}
