@@ -40,6 +40,11 @@ def _trace() -> Any:
     return trace
 
 
+def active() -> bool:
+    """Whether a tracer provider is configured (checked once per published batch)."""
+    return _trace() is not None
+
+
 def _attributes(task_name: str, destination: str, execution_uuid: Any,
                 try_number: int) -> dict[str, Any]:
     return {"messaging.system": "gcp_pubsub", "messaging.destination.name": destination,
