@@ -116,15 +116,17 @@ class PubSubOutbox(Outbox):
         delivery = getattr(_local, "delivery", None)
         queues: dict[str, AnyQueue] = {}
         ready: list[tuple[TaskMessage, tuple[AnyQueue, bytes, dict[str, str]]]] = []
+        traced = tracing.active()
         for message in messages:
             try:
                 queue = queues.get(message.queue_name)
                 if queue is None:
                     queue = queues[message.queue_name] = get_queue(message.queue_name)
                 data, attributes = message.encode()
-                attributes.update(tracing.enqueue_attributes(
-                    message.task_name, topic_id(queue), message.execution_uuid,
-                    message.try_number))
+                if traced:
+                    attributes.update(tracing.enqueue_attributes(
+                        message.task_name, topic_id(queue), message.execution_uuid,
+                        message.try_number))
             except Exception as exc:  # noqa: BLE001 - the rows are committed; recovery follows
                 _publish_failed(message, exc)
                 continue
