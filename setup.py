@@ -55,7 +55,15 @@ setup(
             # The wheel check: build it, check its metadata (scripts/wheel_smoke.py).
             "build>=1.0",
             "twine>=5.0",
+            # the [metrics] and [otel] extras' tests (tasks-metrics/, spans over a real push)
+            "prometheus-client>=0.17",
+            "opentelemetry-api>=1.20",
+            "opentelemetry-sdk>=1.20",
         ],
+        # tasks-metrics/: Prometheus counters, histograms and gauges.
+        "metrics": ["prometheus-client>=0.17,<1"],
+        # W3C trace context in messages and a span around each try.
+        "otel": ["opentelemetry-api>=1.20,<2"],
         # bench/compare.py: the systems it compares with, the server, the chart.
         "bench": [
             "gunicorn>=22",

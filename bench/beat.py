@@ -16,6 +16,10 @@ every slot, and enqueues every schedule whose latest slot lies within
 restart on an existing history: process caches empty, the ``ScheduleState`` table kept (its
 rows say which schedules are due, so only those crons are parsed).
 
+``BEAT_SOURCES=settings,rows`` runs every scenario twice: with the schedules in settings
+(``Schedule``s, the default) and as 10,000 ``PeriodicTask`` rows in the database, and prints
+both (the rows go through the same state and slot tables; they add one aggregate per call).
+
 Targets (issue 14): a call with 10,000 distinct expressions under 0.2 s, warm and on a new
 process; a minute in which all 10,000 are due under 1.5 s on PostgreSQL.
 """
@@ -59,7 +63,7 @@ def measure(db: str) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from django_i3tasks import beat, transport
-    from django_i3tasks.models import ScheduleSlot, ScheduleState, TaskExecution
+    from django_i3tasks.models import PeriodicTask, ScheduleSlot, ScheduleState, TaskExecution
     from django_i3tasks.provisioning import ensure_pubsub
     from django_i3tasks.types import Schedule
 
@@ -74,12 +78,24 @@ def measure(db: str) -> None:
     print("machine: {} cores, load average {:.2f} {:.2f} {:.2f}".format(
         os.cpu_count(), *os.getloadavg()))
     figures: dict[str, dict[str, float]] = {}
-    for kind in os.environ.get("BEAT_KINDS", "mixed,distinct,all due").split(","):
-        schedules = tuple(
-            Schedule("tests.testapp.beat_tasks", "tick", cron, [i], name=f"{kind}-{i}")
-            for i, cron in enumerate(crons(kind))
-        )
-        settings.I3TASKS = dataclasses.replace(base, schedules=schedules)
+    runs = [(source, kind)
+            for kind in os.environ.get("BEAT_KINDS", "mixed,distinct,all due").split(",")
+            for source in os.environ.get("BEAT_SOURCES", "settings").split(",")]
+    for source, kind in runs:
+        PeriodicTask.objects.all().delete()
+        if source == "rows":
+            settings.I3TASKS = dataclasses.replace(base, schedules=())
+            PeriodicTask.objects.bulk_create([
+                PeriodicTask(name=f"{kind}-{i}", task_name="tests.testapp.beat_tasks.tick",
+                             cron=cron, timezone="UTC", args=[i], revision=1)
+                for i, cron in enumerate(crons(kind))
+            ], batch_size=2000)
+        else:
+            schedules = tuple(
+                Schedule("tests.testapp.beat_tasks", "tick", cron, [i], name=f"{kind}-{i}")
+                for i, cron in enumerate(crons(kind))
+            )
+            settings.I3TASKS = dataclasses.replace(base, schedules=schedules)
         beat.forget(keep_state=True)
         ScheduleState.objects.all().delete()
         ScheduleSlot.objects.all().delete()
@@ -108,7 +124,8 @@ def measure(db: str) -> None:
         transport.flush()
         cold, warm = rows[0], rows[1:]
         warm_times = [r[0] for r in warm]
-        print(f"\n{kind}:")
+        label = kind if source == "settings" else f"{kind} (PeriodicTask rows)"
+        print(f"\n{label}:")
         print(f"  cold call: {cold[0] * 1000:7.1f} ms, enqueued {cold[1]:5}, "
               f"{cold[4][1]} data statements ({cold[4][0]} with transaction control)")
         print(f"  warm calls: median {statistics.median(warm_times) * 1000:7.1f} ms, "
@@ -118,7 +135,8 @@ def measure(db: str) -> None:
         print(f"  new process, existing history: {restart * 1000:7.1f} ms, enqueued "
               f"{len(restarted['enqueued'])}, already done {len(restarted['skipped'])}, "
               f"{count(captured)[1]} data statements")
-        figures[kind] = {"cold": cold[0], "warm_median": statistics.median(warm_times),
+        name = kind if source == "settings" else f"{kind} (rows)"
+        figures[name] = {"cold": cold[0], "warm_median": statistics.median(warm_times),
                          "warm_max": max(warm_times), "new_process": restart,
                          "enqueued_per_call": max(r[1] for r in warm),
                          "target": ALL_DUE_TARGET if kind == "all due" else TARGET}
@@ -128,6 +146,7 @@ def measure(db: str) -> None:
               f"{'meets' if restart < limit else 'MISSES'} it; cold call (first deploy) "
               f"{'meets' if cold[0] < limit else 'misses'} it")
     settings.I3TASKS = base
+    PeriodicTask.objects.all().delete()
     if os.environ.get("BEAT_JSON"):
         with open(os.environ["BEAT_JSON"], "w") as out:
             json.dump({"db": db, "schedules": SCHEDULES, "scenarios": figures}, out)

@@ -462,3 +462,6 @@ class ScheduleSlotAdmin(ReadOnlyAdmin):
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: ScheduleSlot) -> str:
         return seconds_time(obj.created_at)
+
+# The schedules' pages live in their own module (PeriodicTask, settings schedules).
+from . import admin_dashboard, admin_schedules  # noqa: E402, F401 - register their admins

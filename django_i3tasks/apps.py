@@ -29,6 +29,7 @@ class I3TasksConfig(AppConfig):
             checks,  # registers the system checks
             execution,
             logs,
+            metrics,
             outbox,
             project_checks,  # noqa: F401 - registers the checks of the project's wiring
         )
@@ -38,6 +39,7 @@ class I3TasksConfig(AppConfig):
         # them: it is handed over here rather than imported by them.
         outbox.set_runner(execution.run_message)
         logs.connect()
+        metrics.connect()  # only when the [metrics] extra is installed
         # Tasks registered from here until Django is ready are known to every process
         # (registry.known_at_startup).
         autodiscover()

@@ -5,7 +5,8 @@
    unique ``ScheduleSlot`` row; only the call that inserted the row enqueues the task, in the
    same transaction. So a repeated, concurrent or late call cannot enqueue a slot twice, and
    after downtime only the latest missed slot of each schedule runs (once), not one per
-   missed minute.
+   missed minute. ``PeriodicTask`` rows (schedules edited in the admin) join the settings
+   schedules here, keyed ``periodic:<id>``, through the same state and slot rows.
 2. **Delayed tasks.** Executions stored as *scheduled* (``countdown``/``eta``) whose time has
    come are released: Pub/Sub has no delayed delivery.
 3. **Lost messages.** A try that stayed queued (or whose lease ran out) for longer than
@@ -29,7 +30,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import lifecycle, outbox
+from . import lifecycle, outbox, periodic
 from .conf import get_settings
 from .db import count_new, insert_new, json_rows, without_jit
 from .models import (
@@ -139,6 +140,8 @@ class _Book:
     into ``ScheduleState`` for (a new settings value, e.g. a test's, syncs again)."""
 
     source: tuple[Schedule, ...] | None = None
+    #: ``periodic.fingerprint()`` of the ``PeriodicTask`` rows synced with them.
+    stored: tuple[int, int, int] | None = None
     by_key: dict[str, Schedule] = field(default_factory=dict)
     #: The next sync starts the state table afresh (set by ``forget()``).
     rebuild: bool = False
@@ -196,14 +199,18 @@ def _sync(schedules: tuple[Schedule, ...], rebuild: bool) -> dict[str, Schedule]
     return by_key
 
 
-def _configured(schedules: tuple[Schedule, ...], lost_rows: bool = False) -> dict[str, Schedule]:
-    """The schedules by key, synced into the state table once per process and settings value
-    (again when rows went missing)."""
+def _configured(schedules: tuple[Schedule, ...], lost_rows: bool = False,
+                stored: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Schedule]:
+    """The schedules by key (settings and ``PeriodicTask`` rows), synced into the state table
+    once per process, settings value and ``stored`` fingerprint of the rows (again when state
+    rows went missing)."""
     global _book
     with _book_lock:
-        if _book.source is not schedules or lost_rows or _book.rebuild:
-            by_key = _sync(schedules, rebuild=_book.rebuild)
-            _book = _Book(source=schedules, by_key=by_key)
+        if (_book.source is not schedules or _book.stored != stored or lost_rows
+                or _book.rebuild):
+            rows = periodic.stored_schedules() if stored[0] else ()
+            by_key = _sync(schedules + rows, rebuild=_book.rebuild)
+            _book = _Book(source=schedules, stored=stored, by_key=by_key)
         return _book.by_key
 
 
@@ -273,17 +280,19 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
     call costs in proportion to what is due, plus one count over the state table.
     """
     conf = get_settings()
-    if not conf.schedules and _book.source is conf.schedules and not _book.rebuild:
+    stored = periodic.fingerprint()
+    if (not conf.schedules and not stored[0] and _book.source is conf.schedules
+            and _book.stored == stored and not _book.rebuild):
         return  # nothing configured, and the table was emptied when that was synced
     oldest = at - timedelta(seconds=conf.beat_catch_up_seconds)
     minute = at.astimezone(UTC).replace(second=0, microsecond=0)
-    by_key = _configured(conf.schedules)
+    by_key = _configured(conf.schedules, stored=stored)
     counts = ScheduleState.objects.aggregate(
         total=Count("pk"),
         unchanged=Count("pk", filter=Q(last_slot__gte=oldest, next_fire__gt=at)),
     )
     if counts["total"] < len(by_key):  # rows went missing (e.g. deleted by hand): sync again
-        by_key = _configured(conf.schedules, lost_rows=True)
+        by_key = _configured(conf.schedules, lost_rows=True, stored=stored)
     report.unchanged = counts["unchanged"]
     due: dict[tuple[str, datetime], Schedule] = {}
     moves: list[tuple[int, datetime, datetime | None, str | None]] = []
@@ -293,7 +302,15 @@ def fire_schedules(at: datetime, report: BeatReport) -> None:
         schedule = by_key.get(key)
         if schedule is None:  # another deploy's schedule: left to the processes that know it
             continue
-        latest, following = _slots.window(schedule.cron, str(schedule.timezone), minute)
+        try:
+            latest, following = _slots.window(schedule.cron, str(schedule.timezone), minute)
+        except Exception:  # noqa: BLE001 - a row written around the admin's checks
+            if not isinstance(schedule, periodic.StoredSchedule):
+                raise  # settings schedules are checked at startup (checks.py)
+            report.skipped.append({"schedule": key, "slot": "", "reason": "invalid_schedule"})
+            logger.warning("Beat: %s has an invalid cron %r or time zone %r", key,
+                           schedule.cron, schedule.timezone)
+            continue
         ours = _spec(schedule)
         theirs = None if spec == ours else ours
         if latest < oldest:  # older than beat_catch_up_seconds: given up
@@ -346,8 +363,8 @@ def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> Non
     slot_texts: dict[datetime, str] = {}
     with transaction.atomic():
         won = _won(rows, count_new(ScheduleSlot, rows, ["schedule_key", "slot"]))
-        calls: dict[str, list[tuple[Any, Any]]] = {}
-        uuids: dict[str, list[uuid.UUID]] = {}
+        calls: dict[tuple[str, str | None], list[tuple[Any, Any]]] = {}
+        uuids: dict[tuple[str, str | None], list[uuid.UUID]] = {}
         entries = []
         tasks: dict[str, Any] = {}
         for key, slot, schedule, execution_uuid, text in slots:
@@ -361,11 +378,17 @@ def _claim(due: dict[tuple[str, datetime], Schedule], report: BeatReport) -> Non
                 report.skipped.append(
                     {"schedule": key, "slot": slot_text, "reason": "unknown_task"})
             else:
-                calls.setdefault(name, []).append((schedule.args, schedule.kwargs))
-                uuids.setdefault(name, []).append(execution_uuid)
+                # Per task and queue override (a PeriodicTask may name a queue): one spec
+                # template each, then one bulk enqueue.
+                group_key = (name, getattr(schedule, "queue_name", None) or None)
+                calls.setdefault(group_key, []).append((schedule.args, schedule.kwargs))
+                uuids.setdefault(group_key, []).append(execution_uuid)
                 entries.append({"schedule": key, "slot": slot_text, "execution": text})
-        specs = [spec for name in calls for spec in tasks[name].specs(calls[name])]
-        lifecycle.enqueue_many(specs, uuids=[u for name in calls for u in uuids[name]],
+        specs = [
+            spec for (name, queue_name), group_calls in calls.items()
+            for spec in tasks[name].using(queue_name=queue_name).specs(group_calls)
+        ]
+        lifecycle.enqueue_many(specs, uuids=[u for group_key in calls for u in uuids[group_key]],
                                returning=False)
     for entry in entries:
         report.enqueued.append(entry)

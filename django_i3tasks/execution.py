@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 from django.utils import timezone
 
-from . import lifecycle, outbox
+from . import lifecycle, outbox, tracing
+from .conf import get_queue, topic_id
 from .exceptions import TaskNotRegistered
 from .messages import TaskMessage
 from .metadata import RunningTry, TaskMetadata
@@ -92,22 +93,27 @@ def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> 
         running=running,
     )
     began = time.monotonic()
-    try:
-        value = task.run(message.args, message.kwargs, metadata, time_limit=task.time_limit)
-        # on_success's spec (its value comes when the success is recorded); a mistake in it
-        # is this try's error.
-        then = task.on_success.spec([None], {}) if task.on_success is not None else None
-    except _NOT_RECORDED:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - any task error is recorded, not raised
-        policy = dataclasses.replace(task.retry_policy, max_retries=message.max_retries)
-        return lifecycle.record_failure(
-            message, token, exc,
-            retry_in=policy.decide(exc, message.try_number,
-                                   immediate=outbox.get_outbox().immediate),
-            duration=time.monotonic() - began, progress=running.held_progress(),
+    # The try's CONSUMER span (when a tracer provider is configured): what the recording
+    # publishes (retry, chain step, group callback) continues its trace.
+    with tracing.run_span(task.name, lambda: topic_id(get_queue(message.queue_name)),
+                          message.execution_uuid, message.try_number, message.trace) as span:
+        try:
+            value = task.run(message.args, message.kwargs, metadata, time_limit=task.time_limit)
+            # on_success's spec (its value comes when the success is recorded); a mistake in
+            # it is this try's error.
+            then = task.on_success.spec([None], {}) if task.on_success is not None else None
+        except _NOT_RECORDED:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any task error is recorded, not raised
+            tracing.failed(span, exc)
+            policy = dataclasses.replace(task.retry_policy, max_retries=message.max_retries)
+            return lifecycle.record_failure(
+                message, token, exc,
+                retry_in=policy.decide(exc, message.try_number,
+                                       immediate=outbox.get_outbox().immediate),
+                duration=time.monotonic() - began, progress=running.held_progress(),
+            )
+        return lifecycle.record_success(
+            message, token, value, on_success=then, duration=time.monotonic() - began,
+            progress=running.held_progress(),
         )
-    return lifecycle.record_success(
-        message, token, value, on_success=then, duration=time.monotonic() - began,
-        progress=running.held_progress(),
-    )

@@ -17,7 +17,7 @@ import math
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.encoding import force_bytes
 
+from . import tracing
 from .exceptions import ArgumentsNotSerializable, InvalidMessage, PayloadTooLarge
 
 __all__ = ["InvalidMessage", "PushEnvelope", "TaskMessage", "parse_push_body"]
@@ -131,6 +132,9 @@ class TaskMessage:
     group_id: int | None = None
     #: The execution expires when not started by then (``expires=``): the try is not run.
     expires_at: datetime | None = None
+    #: The W3C trace context of the PRODUCER span that published it (``tracing``); from the
+    #: message's attributes, never part of its signed data.
+    trace: dict[str, str] | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, execution: Any, try_id: int, try_number: int) -> TaskMessage:
@@ -179,7 +183,9 @@ class TaskMessage:
             body = json.loads(data)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise _reject("data_not_json", "message data is not JSON") from None
-        return cls.from_dict(body)
+        message = cls.from_dict(body)
+        carrier = tracing.carrier_of(attributes)
+        return message if carrier is None else replace(message, trace=carrier)
 
     @classmethod
     def from_dict(cls, body: Any) -> TaskMessage:

@@ -291,3 +291,115 @@ class ScheduleState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} next {self.next_fire.isoformat()}"
+
+
+def _default_timezone() -> str:
+    """The project's ``TIME_ZONE`` (``UTC`` when unset)."""
+    from django.conf import settings
+
+    return str(getattr(settings, "TIME_ZONE", None) or "UTC")
+
+
+#: ``PeriodicTask`` has a field named ``timezone``, which hides the module in its body.
+_now = timezone.now
+
+
+class PeriodicTask(models.Model):
+    """A cron schedule kept in the database and edited in the admin; the beat runs these rows
+    beside the settings ``Schedule``s, with the same once-per-slot claim (``ScheduleSlot``).
+
+    ``last_run_at`` and ``next_run_at`` are read from the row's ``ScheduleState`` (the beat
+    writes nothing else per row, so 10,000 rows cost what 10,000 settings schedules cost).
+
+    ``revision`` grows at every ``save()``: the beat compares the table's count, highest id
+    and revision sum with what it read last, so an edit takes effect at the next beat call
+    without reading every row each minute. A ``QuerySet.update()`` that changes a schedule
+    must raise ``revision`` too (``revision=F("revision") + 1``).
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    task_name = models.CharField(max_length=255, help_text="A registered task's dotted name.")
+    cron = models.CharField(max_length=100, help_text='Five fields, e.g. "*/5 * * * *".')
+    timezone = models.CharField(max_length=64, default=_default_timezone)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    queue_name = models.CharField(max_length=100, blank=True, default="",
+                                  help_text="Empty: the task's own queue.")
+    enabled = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    revision = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(default=_now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "periodic task"
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron} {self.timezone})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding:
+            self.revision = 1
+            super().save(*args, **kwargs)
+            return
+        # Concurrent saves of one row must each raise the sum the beat compares.
+        self.revision = models.F("revision") + 1
+        super().save(*args, **kwargs)
+        self.refresh_from_db(fields=["revision"])
+
+    @property
+    def schedule_key(self) -> str:
+        """The key of its ``ScheduleState`` and ``ScheduleSlot`` rows (stable across renames;
+        settings schedules use their names)."""
+        return f"periodic:{self.pk}"
+
+    @property
+    def last_run_at(self) -> Any:
+        """The latest slot the beat claimed for this row (``None`` before the first)."""
+        return self._beat_state()[1]
+
+    @property
+    def next_run_at(self) -> Any:
+        """The next slot: the beat's, or computed from the cron before the beat saw the row;
+        ``None`` when disabled."""
+        if not self.enabled:
+            return None
+        next_fire = self._beat_state()[0]
+        if next_fire is None or next_fire.year <= 1970:  # not evaluated yet
+            return self._next_slot()
+        return next_fire
+
+    def _beat_state(self) -> tuple[Any, Any]:
+        """``(next_fire, last_slot)`` of its state row; the admin annotates them (one query
+        per page), else one query."""
+        if hasattr(self, "state_next_fire"):
+            return self.state_next_fire, getattr(self, "state_last_slot", None)
+        if self.pk is None:
+            return None, None
+        row = ScheduleState.objects.filter(key=self.schedule_key).values_list(
+            "next_fire", "last_slot").first()
+        return row or (None, None)
+
+    def _next_slot(self) -> Any:
+        """The first slot after now, or ``None`` when the cron or time zone is not valid."""
+        import zoneinfo
+        from datetime import datetime
+
+        try:
+            from croniter import croniter
+
+            local = timezone.now().astimezone(zoneinfo.ZoneInfo(self.timezone))
+            return croniter(self.cron, local).get_next(datetime)
+        except Exception:  # noqa: BLE001 - invalid input: the admin form names the reason
+            return None
+
+
+class Dashboard(TaskExecution):
+    """No table of its own: it gives the admin dashboard its place
+    (``admin/django_i3tasks/dashboard/``) and its line in the app's index."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"

@@ -35,8 +35,8 @@ from uuid import UUID
 
 from django.db import transaction
 
-from . import transport
-from .conf import get_queue, get_settings
+from . import signals, tracing, transport
+from .conf import get_queue, get_settings, topic_id
 from .exceptions import InlineRunnerMissing
 from .messages import TaskMessage
 from .types import AnyQueue
@@ -123,12 +123,17 @@ class PubSubOutbox(Outbox):
         delivery = getattr(_local, "delivery", None)
         queues: dict[str, AnyQueue] = {}
         ready: list[tuple[TaskMessage, tuple[AnyQueue, bytes, dict[str, str]]]] = []
+        traced = tracing.active()
         for message in messages:
             try:
                 queue = queues.get(message.queue_name)
                 if queue is None:
                     queue = queues[message.queue_name] = get_queue(message.queue_name)
                 data, attributes = message.encode()
+                if traced:
+                    attributes.update(tracing.enqueue_attributes(
+                        message.task_name, topic_id(queue), message.execution_uuid,
+                        message.try_number))
             except Exception as exc:  # noqa: BLE001 - the rows are committed; recovery follows
                 _publish_failed(message, exc)
                 continue
@@ -263,6 +268,11 @@ def _recovery_hint(what: str = "it") -> str:
 
 def _publish_failed(message: TaskMessage, exc: BaseException) -> None:
     failures.add()
+    if signals.publish_failed.has_listeners():
+        signals.publish_failed.send(
+            sender=None, execution_uuid=message.execution_uuid, task_name=message.task_name,
+            queue_name=message.queue_name, try_number=message.try_number,
+            error_type=type(exc).__name__)
     logger.error(
         "Could not publish task %s (execution %s, try %s): %s: %s; %s",
         message.task_name, message.execution_uuid, message.try_number,

@@ -22,6 +22,10 @@ process), so ``@receiver(task_finished, sender=my_task)`` listens to one task on
   ``"retry_scheduled"``). An execution cancelled or expired *before* it started sends no
   ``task_finished``: no try started (there was no ``task_started`` either).
 
+- ``publish_failed``: Pub/Sub did not accept a message (the recovery sweep republishes it
+  later). Sent from the publisher's callback thread. ``execution_uuid``, ``task_name``,
+  ``queue_name``, ``try_number``, ``error_type``.
+
 Duplicate deliveries send nothing: signals follow the state changes, which happen once.
 
 The lifecycle emits values (the executions it wrote, the message of a try and its outcome)
@@ -43,6 +47,7 @@ from .registry import registry
 task_enqueued = Signal()
 task_started = Signal()
 task_finished = Signal()
+publish_failed = Signal()
 
 #: The ``dispatch_uid`` prefix of the package's own receivers (``logs``): they write nothing
 #: and do not raise, so they need no transaction around them.

@@ -9,4 +9,5 @@ urlpatterns = [
     path("tasks-beat/", views.beat, name="beat"),
     path("tasks-status/<str:execution_uuid>/", views.status, name="status"),
     path("tasks-health/", views.health, name="health"),
+    path("tasks-metrics/", views.metrics_view, name="metrics"),
 ]

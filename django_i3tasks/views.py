@@ -28,6 +28,7 @@ from django.urls import Resolver404, resolve
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
+from . import metrics
 from .auth import authenticate_beat, authenticate_push, check_token
 from .beat import parse_schedule_time, run_beat
 from .conf import get_queue, get_settings
@@ -52,7 +53,7 @@ def error(status: int, code: str, detail: str, **headers: str) -> JsonResponse:
     return response
 
 
-def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[..., JsonResponse]]:
+def endpoint(*methods: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """CSRF-exempt, outside ``ATOMIC_REQUESTS``, JSON errors for wrong methods, bad settings
     and anything unexpected (never Django's HTML error page)."""
 
@@ -271,3 +272,16 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
     if isinstance(exception, DisallowedHost):
         return error(400, "bad_host", "the Host header is not allowed")
     return error(400, "bad_request", "the request is not valid")
+
+
+@endpoint("GET")
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus scrape: counters of this process (of every worker in multiprocess mode)
+    and gauges read from the database. Guarded by the status token; 501 without the
+    ``[metrics]`` extra."""
+    check_token(request, get_settings().status_token)
+    if not metrics.available():
+        return error(501, "metrics_unavailable",
+                     f"prometheus-client is not installed: {metrics.EXTRA}")
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)

@@ -152,3 +152,16 @@ class Events:
     def of(self, name: str) -> list[dict[str, Any]]:
         with self.lock:
             return [kwargs for kind, _, kwargs in self.sent if kind == name]
+
+
+def drain(sent: list) -> None:
+    """Run every message sent, also the retries they cause (backoff ignored)."""
+    from django.utils import timezone
+
+    from django_i3tasks.execution import run_message
+    from django_i3tasks.models import TaskExecutionTry
+
+    while sent:
+        message = sent.pop(0)
+        TaskExecutionTry.objects.filter(pk=message.try_id).update(not_before=timezone.now())
+        run_message(message)

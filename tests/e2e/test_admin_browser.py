@@ -180,3 +180,19 @@ def test_operator_walks_through_the_admin(browser, live_server, push_queue,
     assert browser.find_element(By.ID, "tries-group").text.count("RuntimeError") == 2
     assert not browser.find_elements(By.ID, "result-group"), "no result, no result section"
     _screenshot(browser, "admin-after-retry")
+
+    # The dashboard, reached from the app's index: the stacked chart, the tasks table with
+    # sparklines, the open executions; no JavaScript needed, within 1366 px.
+    browser.get(f"{live_server.url}/admin/django_i3tasks/")
+    browser.find_element(By.CSS_SELECTOR, "a[href='/admin/django_i3tasks/dashboard/']").click()
+    WebDriverWait(browser, 30).until(
+        lambda driver: driver.find_elements(By.CSS_SELECTOR, "svg.i3-chart"),
+        message="the dashboard's chart did not appear",
+    )
+    bars = browser.find_elements(By.CSS_SELECTOR, "svg.i3-chart rect")
+    assert bars and all(bar.size["height"] > 0 for bar in bars[:5])
+    text = browser.find_element(By.ID, "content").text
+    assert "failure rate" in text and "tests.testapp.tasks.fails_once" in text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.i3-spark")) >= 4
+    _screenshot(browser, "admin-dashboard")
+    _fits_width(browser)

@@ -1,0 +1,173 @@
+"""Figures over executions and tries in a time window: what ``manage.py i3tasks stats`` and
+the admin dashboard show. Each function is one grouped query (percentiles are computed by
+PostgreSQL; on other databases from the window's durations in Python).
+
+Durations are a try's ``finished_at - started_at``; the queue delay is ``started_at -
+not_before`` (from when the try was due, after any backoff or countdown, to its start).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from django.db import connections, router
+from django.db.models import Count, Min
+
+from .models import OPEN_STATUSES, ExecutionStatus, TaskExecution, TaskExecutionTry
+
+
+def _connection() -> Any:
+    return connections[router.db_for_read(TaskExecutionTry)]
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Linear interpolation between closest ranks (PostgreSQL's ``percentile_cont``)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def status_counts(since: datetime) -> dict[str, dict[str, int]]:
+    """Executions created since ``since``: ``{task: {status: count}}``."""
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    for task, status, n in (TaskExecution.objects.filter(created_at__gte=since).order_by()
+                            .values_list("task_name", "status").annotate(n=Count("pk"))):
+        counts[task][status] = n
+    return dict(counts)
+
+
+def timings(since: datetime) -> dict[str, dict[str, float | int | None]]:
+    """Tries finished since ``since``, per task: ``tries``, ``p50_duration``,
+    ``p95_duration``, ``p50_delay``, ``p95_delay`` (seconds)."""
+    connection = _connection()
+    tries = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
+    executions = connection.ops.quote_name(TaskExecution._meta.db_table)
+    result: dict[str, dict[str, float | int | None]] = {}
+    if connection.vendor == "postgresql":
+        sql = (
+            "SELECT e.task_name, count(*), "
+            "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
+            "(ORDER BY extract(epoch FROM t.finished_at - t.started_at)), "
+            "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
+            "(ORDER BY greatest(extract(epoch FROM t.started_at - t.not_before), 0)) "
+            f"FROM {tries} t JOIN {executions} e ON e.id = t.execution_id "
+            "WHERE t.finished_at >= %s AND t.started_at IS NOT NULL GROUP BY e.task_name"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [since])
+            for task, n, durations, delays in cursor.fetchall():
+                result[task] = {"tries": n, "p50_duration": durations[0],
+                                "p95_duration": durations[1], "p50_delay": delays[0],
+                                "p95_delay": delays[1]}
+        return result
+    samples: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for task, started, finished, due in TaskExecutionTry.objects.filter(
+        finished_at__gte=since, started_at__isnull=False
+    ).values_list("execution__task_name", "started_at", "finished_at", "not_before"):
+        durations, delays = samples[task]
+        durations.append((finished - started).total_seconds())
+        delays.append(max((started - due).total_seconds(), 0.0))
+    for task, (durations, delays) in samples.items():
+        result[task] = {"tries": len(durations),
+                        "p50_duration": percentile(durations, 0.5),
+                        "p95_duration": percentile(durations, 0.95),
+                        "p50_delay": percentile(delays, 0.5),
+                        "p95_delay": percentile(delays, 0.95)}
+    return result
+
+
+def open_executions() -> tuple[list[tuple[str, str, int]], dict[str, datetime]]:
+    """Open executions now, in one grouped query: ``[(status, queue, count)]`` and, per queue,
+    the creation time of the oldest pending one."""
+    rows = list(TaskExecution.objects.filter(status__in=OPEN_STATUSES).order_by()
+                .values_list("status", "queue_name")
+                .annotate(n=Count("pk"), oldest=Min("created_at")))
+    counts = [(status, queue, n) for status, queue, n, _ in rows]
+    oldest = {queue: first for status, queue, _, first in rows
+              if status == ExecutionStatus.PENDING and first is not None}
+    return counts, oldest
+
+
+def stats(since: datetime) -> list[dict[str, Any]]:
+    """Per task: counts by status, failure rate (failed / finished), p50/p95 duration and
+    queue delay, for executions created and tries finished since ``since``."""
+    counts = status_counts(since)
+    times = timings(since)
+    rows = []
+    for task in sorted(set(counts) | set(times)):
+        by_status = counts.get(task, {})
+        finished = sum(by_status.get(s, 0) for s in ("success", "failed"))
+        rows.append({
+            "task": task, "counts": by_status, "total": sum(by_status.values()),
+            "failure_rate": (by_status.get("failed", 0) / finished) if finished else None,
+            **times.get(task, {"tries": 0, "p50_duration": None, "p95_duration": None,
+                               "p50_delay": None, "p95_delay": None}),
+        })
+    return rows
+
+
+def finished_tries(since: datetime, by_hour: bool = False,
+                   per_task: bool = False) -> list[tuple[Any, ...]]:
+    """Tries finished since ``since`` per minute (or hour) and status (or task):
+    ``[(bucket, status or task, count)]``, one grouped query."""
+    from django.db.models.functions import TruncHour, TruncMinute
+
+    bucket = (TruncHour if by_hour else TruncMinute)("finished_at")
+    key = "execution__task_name" if per_task else "status"
+    return list(TaskExecutionTry.objects.filter(finished_at__gte=since).order_by()
+                .annotate(bucket=bucket).values_list("bucket", key)
+                .annotate(n=Count("pk")))
+
+
+def window_tries(since: datetime, by_hour: bool) -> dict[str, Any]:
+    """The dashboard's try figures in one pass over the window on PostgreSQL (the join of
+    tries and executions is made once): ``outcomes`` ``[(bucket, status, n)]``, ``per_task``
+    ``[(bucket, task, n)]`` and ``timings`` as ``timings()``. Elsewhere: three queries."""
+    connection = _connection()
+    if connection.vendor != "postgresql":
+        return {"outcomes": finished_tries(since, by_hour),
+                "per_task": finished_tries(since, by_hour, per_task=True),
+                "timings": timings(since)}
+    from django.db import transaction
+    from django.utils import timezone as dj_timezone
+
+    tries = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
+    executions = connection.ops.quote_name(TaskExecution._meta.db_table)
+    sql = (
+        "WITH w AS MATERIALIZED (SELECT e.task_name AS task, t.status AS status, "
+        "date_trunc(%s, t.finished_at AT TIME ZONE %s) AS b, "
+        "extract(epoch FROM t.finished_at - t.started_at) AS d, "
+        "greatest(extract(epoch FROM t.started_at - t.not_before), 0) AS q "
+        f"FROM {tries} t JOIN {executions} e ON e.id = t.execution_id "
+        "WHERE t.finished_at >= %s) "
+        "SELECT 'o', status, b, count(*), NULL::float8[], NULL::float8[] FROM w "
+        "GROUP BY status, b "
+        "UNION ALL SELECT 's', task, b, count(*), NULL, NULL FROM w GROUP BY task, b "
+        "UNION ALL SELECT 'p', task, NULL, count(d), "
+        "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY d), "
+        "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY q) FROM w GROUP BY task"
+    )
+    zone = dj_timezone.get_current_timezone_name()
+    result: dict[str, Any] = {"outcomes": [], "per_task": [], "timings": {}}
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        # The percentiles sort the window in memory rather than on disk.
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        cursor.execute(sql, ["hour" if by_hour else "minute", zone, since])
+        for kind, key, bucket, n, durations, delays in cursor.fetchall():
+            if bucket is not None:
+                bucket = dj_timezone.make_aware(bucket, dj_timezone.get_current_timezone())
+            if kind == "o":
+                result["outcomes"].append((bucket, key, n))
+            elif kind == "s":
+                result["per_task"].append((bucket, key, n))
+            elif n:
+                result["timings"][key] = {
+                    "tries": n, "p50_duration": durations[0], "p95_duration": durations[1],
+                    "p50_delay": delays[0], "p95_delay": delays[1]}
+    return result
