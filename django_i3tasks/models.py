@@ -137,6 +137,8 @@ class TaskExecution(models.Model):
             models.Index(fields=["task_name", "created_at"], name="i3_exec_task_created"),
             models.Index(fields=["created_at"], name="i3_exec_created"),
             models.Index(fields=["status", "eta"], name="i3_exec_status_eta"),
+            # Health ("failed in the last hour") and the clean-up's batches (migration 0007).
+            models.Index(fields=["status", "finished_at"], name="i3_exec_status_finished"),
         ]
 
     def __str__(self) -> str:
