@@ -42,6 +42,7 @@ setup(
             # it is unused (django.tasks wins) and harmless: it needs only Django>=4.2,
             # typing_extensions and django-stubs-ext, which django-stubs brings anyway.
             "django-tasks>=0.10",
+            "gunicorn>=22",  # the database-outage test serves the push view with it
         ],
         # bench/compare.py: the systems it compares with, the server, the chart.
         "bench": [

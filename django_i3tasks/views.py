@@ -61,8 +61,11 @@ def endpoint(*methods: str) -> Callable[[Callable[..., JsonResponse]], Callable[
             except ImproperlyConfigured as exc:
                 logger.error("django-i3tasks is misconfigured: %s", exc)
                 return error(503, "misconfigured", "django-i3tasks settings are invalid")
-            except DatabaseError:
-                logger.exception("Database error in %s", view.__name__)
+            except DatabaseError as exc:
+                # One line, no traceback: while the database is down every request fails the
+                # same way, and Pub/Sub redelivers what got this 503.
+                logger.error("Database unavailable in %s: %s: %s", view.__name__,
+                             type(exc).__name__, " ".join(str(exc).split())[:300])
                 return error(503, "database_unavailable", "try again later", Retry_After="10")
             except Exception:
                 logger.exception("Unexpected error in %s", view.__name__)
