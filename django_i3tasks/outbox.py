@@ -253,9 +253,10 @@ def _recovery_hint(what: str = "it") -> str:
 def _publish_failed(message: TaskMessage, exc: BaseException) -> None:
     failures.add()
     logger.error(
-        "Could not publish task %s (execution %s, try %s): %s: %s; %s",
+        "Could not publish task %s (execution %s, try %s): %s: %s; the publisher resends it "
+        "once Pub/Sub answers, else %s",
         message.task_name, message.execution_uuid, message.try_number,
-        type(exc).__name__, exc, _recovery_hint(),
+        type(exc).__name__, " ".join(str(exc).split())[:300], _recovery_hint(),
     )
 
 
