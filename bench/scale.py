@@ -302,7 +302,10 @@ def clean_run(rows: int) -> dict[str, float]:
     transport.flush()
     removed_exec = before_exec - TaskExecution.objects.count()
     removed = before - counts() + (len(delays) * 2)  # the delay loop added 2 rows per call
-    slowest = max((float(q["time"]) for q in captured.captured_queries), default=0.0)
+    timed_queries = sorted(captured.captured_queries, key=lambda q: float(q["time"]))
+    slowest = float(timed_queries[-1]["time"]) if timed_queries else 0.0
+    print(f"  slowest statement: {' '.join(timed_queries[-1]['sql'].split())[:90]}"
+          if timed_queries else "")
     return {"executions removed": removed_exec, "rows removed": removed, "seconds": elapsed,
             "executions/s": removed_exec / elapsed if elapsed else 0.0,
             "rows/s": removed / elapsed if elapsed else 0.0,
