@@ -27,7 +27,7 @@ from .models import (
 FINISHED = FINISHED_STATUSES
 #: Executions deleted per clean-up batch (with their tries and results): one short
 #: transaction each (bench/scale.py measures the longest statement).
-CLEAN_BATCH = 2_000
+CLEAN_BATCH = 1_000
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,10 @@ class TaskExecutionTry(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "not_before"], name="i3_try_status_not_before"),
+            # The sweep and the health check find expired leases without reading every
+            # running try (migration 0007).
+            models.Index(fields=["lease_expires_at"], condition=models.Q(status="running"),
+                         name="i3_try_running_lease"),
         ]
 
     def __str__(self) -> str:
