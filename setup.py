@@ -59,6 +59,7 @@ setup(
             "prometheus-client>=0.17",
             "opentelemetry-api>=1.20",
             "opentelemetry-sdk>=1.20",
+            "gunicorn>=22",  # the database-outage test serves the push view with it
         ],
         # tasks-metrics/: Prometheus counters, histograms and gauges.
         "metrics": ["prometheus-client>=0.17,<1"],

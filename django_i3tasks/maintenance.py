@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.db import connections, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -16,12 +17,17 @@ from .models import (
     ExecutionStatus,
     ScheduleSlot,
     TaskExecution,
+    TaskExecutionResult,
     TaskExecutionTry,
+    TaskGroup,
     TryStatus,
 )
 
 #: Terminal statuses: only these are removed by ``clean``.
 FINISHED = FINISHED_STATUSES
+#: Executions deleted per clean-up batch (with their tries and results): one short
+#: transaction each (bench/scale.py measures the longest statement).
+CLEAN_BATCH = 1_000
 
 
 @dataclass(frozen=True)
@@ -62,24 +68,71 @@ def health_report() -> Health:
     )
 
 
-def clean(older_than_days: int | None = None, *, dry_run: bool = False) -> int:
+def clean(older_than_days: int | None = None, *, dry_run: bool = False,
+          batch_size: int = CLEAN_BATCH) -> int:
     """Delete finished executions (with their tries and results) older than the retention
-    window; returns how many executions. Pending work and group callbacks are never deleted."""
+    window; returns how many executions. Pending work and group callbacks are never deleted.
+
+    In batches of ``batch_size`` executions, each one short transaction: a table of tens of
+    millions of rows is cleaned without a long lock or a statement that stalls the hot path.
+    Each batch is found on the ``(status, finished_at)`` index, oldest first, from where the
+    previous batch stopped (so no batch walks past the index entries of deleted rows).
+    """
     days = older_than_days if older_than_days is not None else get_settings().retention_days
     cutoff = timezone.now() - timedelta(days=days)
-    old = TaskExecution.objects.filter(status__in=FINISHED).filter(
-        Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True, created_at__lt=cutoff)
-    )
     if dry_run:
-        return old.count()
+        return TaskExecution.objects.filter(status__in=FINISHED).filter(
+            Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True, created_at__lt=cutoff)
+        ).count()
     # Beat slots only matter while they are within the catch-up window; keep them longer.
     slot_cutoff = min(cutoff, timezone.now() - timedelta(
         seconds=get_settings().beat_catch_up_seconds, days=1))
     ScheduleSlot.objects.filter(slot__lt=slot_cutoff).delete()
+    connection = connections[router.db_for_write(TaskExecution)]
+    limit = connection.features.max_query_params  # SQLite: 999 parameters per statement
+    size = max(1, min(batch_size, limit - 10) if limit else batch_size)
     deleted = 0
-    while True:  # in batches, so a large backlog does not hold one huge transaction
-        batch = list(old.values_list("pk", flat=True)[:1000])
-        if not batch:
-            return deleted
-        TaskExecution.objects.filter(pk__in=batch).delete()
-        deleted += len(batch)
+    for status in FINISHED:
+        since = None  # keyset: the finished_at where the previous batch stopped
+        while True:
+            rows = TaskExecution.objects.filter(status=status, finished_at__lt=cutoff)
+            if since is not None:
+                rows = rows.filter(finished_at__gte=since)
+            batch = list(rows.order_by("finished_at").values_list("pk", "finished_at")[:size])
+            if batch:
+                _delete(connection, [pk for pk, _ in batch])
+                deleted += len(batch)
+                since = batch[-1][1]
+            if len(batch) < size:
+                break
+        while True:  # finished without a finish time (rows written before it was recorded)
+            ids = list(TaskExecution.objects.filter(
+                status=status, finished_at__isnull=True, created_at__lt=cutoff,
+            ).values_list("pk", flat=True)[:size])
+            if ids:
+                _delete(connection, ids)
+                deleted += len(ids)
+            if len(ids) < size:
+                break
+    return deleted
+
+
+def _delete(connection: Any, ids: list[int]) -> None:
+    """One batch: results, tries, the links to the executions, the executions."""
+    quote = connection.ops.quote_name
+    execution, group = TaskExecution._meta, TaskGroup._meta
+    marks = ", ".join(["%s"] * len(ids))
+    statements = (
+        f"DELETE FROM {quote(TaskExecutionResult._meta.db_table)} "
+        f"WHERE {quote('execution_id')} IN ({marks})",
+        f"DELETE FROM {quote(TaskExecutionTry._meta.db_table)} "
+        f"WHERE {quote('execution_id')} IN ({marks})",
+        f"UPDATE {quote(execution.db_table)} SET {quote('previous_id')} = NULL "
+        f"WHERE {quote('previous_id')} IN ({marks})",
+        f"UPDATE {quote(group.db_table)} SET {quote('callback_id')} = NULL "
+        f"WHERE {quote('callback_id')} IN ({marks})",
+        f"DELETE FROM {quote(execution.db_table)} WHERE {quote('id')} IN ({marks})",
+    )
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        for sql in statements:
+            cursor.execute(sql, ids)

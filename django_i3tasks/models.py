@@ -175,6 +175,8 @@ class TaskExecution(models.Model):
             models.Index(fields=["task_name", "created_at"], name="i3_exec_task_created"),
             models.Index(fields=["created_at"], name="i3_exec_created"),
             models.Index(fields=["status", "eta"], name="i3_exec_status_eta"),
+            # Health ("failed in the last hour") and the clean-up's batches (migration 0007).
+            models.Index(fields=["status", "finished_at"], name="i3_exec_status_finished"),
         ]
 
     def __str__(self) -> str:
@@ -216,6 +218,10 @@ class TaskExecutionTry(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "not_before"], name="i3_try_status_not_before"),
+            # The sweep and the health check find expired leases without reading every
+            # running try (migration 0007).
+            models.Index(fields=["lease_expires_at"], condition=models.Q(status="running"),
+                         name="i3_try_running_lease"),
         ]
 
     def __str__(self) -> str:

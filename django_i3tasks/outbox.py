@@ -274,9 +274,10 @@ def _publish_failed(message: TaskMessage, exc: BaseException) -> None:
             queue_name=message.queue_name, try_number=message.try_number,
             error_type=type(exc).__name__)
     logger.error(
-        "Could not publish task %s (execution %s, try %s): %s: %s; %s",
+        "Could not publish task %s (execution %s, try %s): %s: %s; the publisher resends it "
+        "once Pub/Sub answers, else %s",
         message.task_name, message.execution_uuid, message.try_number,
-        type(exc).__name__, exc, _recovery_hint(),
+        type(exc).__name__, " ".join(str(exc).split())[:300], _recovery_hint(),
     )
 
 

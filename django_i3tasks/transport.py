@@ -16,11 +16,12 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent import futures
 from typing import Any
 
-from .conf import PubSubConfig, pubsub_config
+from .conf import PubSubConfig, get_settings, pubsub_config
 from .types import AnyQueue
 
 logger = logging.getLogger(__name__)
@@ -275,29 +276,148 @@ class _Sender:
 
     def _request(self, topic: str, batch: list[Any]) -> None:
         try:
-            from google.pubsub_v1 import PublisherClient as Gapic
-            from google.pubsub_v1.types import PublishRequest, PubsubMessage
-
             timeout = max(item[3] for item in batch)
-            raw_message = PubsubMessage.pb()
-            request = PublishRequest.wrap(PublishRequest.pb()(
-                topic=topic,
-                messages=[raw_message(data=item[1], attributes=item[2]) for item in batch],
-            ))
-            # The plain Publish call of the batching client's GAPIC base class.
-            response = Gapic.publish(
-                publisher_client(), request=request, retry=_publish_retry(timeout),
-                timeout=timeout,
-            )
-            ids = list(response.message_ids)
-            if len(ids) != len(batch):
-                raise RuntimeError(f"Pub/Sub returned {len(ids)} ids for {len(batch)} messages")
+            ids = _publish_request(topic, [(item[1], item[2]) for item in batch], timeout,
+                                   _publish_retry(timeout))
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            _resender().add(topic, batch)
             _settle(batch, [exc] * len(batch))
         else:
             _settle(batch, ids)
         finally:
             self.slots.release()
+
+
+def _publish_request(topic: str, messages: list[tuple[bytes, dict[str, str]]], timeout: float,
+                     retry: Any) -> list[str]:
+    """One ``Publish`` request; the ids Pub/Sub gave, in order."""
+    from google.pubsub_v1 import PublisherClient as Gapic
+    from google.pubsub_v1.types import PublishRequest, PubsubMessage
+
+    raw_message = PubsubMessage.pb()
+    request = PublishRequest.wrap(PublishRequest.pb()(
+        topic=topic,
+        messages=[raw_message(data=data, attributes=attributes) for data, attributes in messages],
+    ))
+    # The plain Publish call of the batching client's GAPIC base class.
+    response = Gapic.publish(publisher_client(), request=request, retry=retry, timeout=timeout)
+    ids = list(response.message_ids)
+    if len(ids) != len(messages):
+        raise RuntimeError(f"Pub/Sub returned {len(ids)} ids for {len(messages)} messages")
+    return ids
+
+
+#: A failed publish is sent again after this long, then after doubling waits up to
+#: ``RESEND_MAX_SECONDS``: a Pub/Sub blip costs its length plus seconds, not the recovery
+#: sweep's window.
+RESEND_FIRST_SECONDS = 1.0
+RESEND_MAX_SECONDS = 8.0
+#: Each attempt of the resender waits at most this long for Pub/Sub's answer.
+RESEND_TIMEOUT_SECONDS = 10.0
+#: Failed publishes kept for resending per process; beyond, the oldest are left to the sweep.
+RESEND_LIMIT = 100_000
+
+
+class _Resender:
+    """Sends again, in the background, publishes this process knows failed (timeout,
+    unreachable Pub/Sub), with backoff, until Pub/Sub takes them.
+
+    A message is kept until ``recovery_after_seconds`` after its failure: from then on the
+    beat's recovery sweep republishes its try anyway. Kept in memory only: if the process
+    dies, the sweep is the safety net. A message sent twice (the failed request reached
+    Pub/Sub after all, or the sweep got there first) is harmless: a try is recorded once.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: deque[tuple[str, bytes, dict[str, str], float]] = deque()
+        self.added = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="i3tasks-resend", daemon=True)
+        self.thread.start()
+
+    def add(self, topic: str, batch: list[Any]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.items.extend((topic, item[1], item[2], now) for item in batch)
+            dropped = max(0, len(self.items) - RESEND_LIMIT)
+            for _ in range(dropped):
+                self.items.popleft()
+        self.added.set()
+        if dropped:
+            logger.warning("i3tasks publisher: %d failed publish(es) not kept for resending "
+                           "(over %d); the recovery sweep republishes them", dropped,
+                           RESEND_LIMIT)
+
+    def pending(self) -> int:
+        with self.lock:
+            return len(self.items)
+
+    def _take(self) -> tuple[str, list[tuple[str, bytes, dict[str, str], float]]]:
+        """Up to a request's worth of the oldest messages of one topic (drops expired ones)."""
+        try:
+            keep = float(get_settings().recovery_after_seconds)
+        except Exception:  # noqa: BLE001 - settings unavailable: keep the default window
+            keep = 600.0
+        expired = 0
+        with self.lock:
+            while self.items and time.monotonic() - self.items[0][3] > keep:
+                self.items.popleft()
+                expired += 1
+            if not self.items:
+                return "", []
+            topic = self.items[0][0]
+            taken = [item for item in self.items if item[0] == topic][:MAX_BATCH_MESSAGES]
+            for item in taken:
+                self.items.remove(item)
+        if expired:
+            logger.warning("i3tasks publisher: gave up resending %d message(s) after %.0f s; "
+                           "the recovery sweep republishes them", expired, keep)
+        return topic, taken
+
+    def _run(self) -> None:
+        wait = RESEND_FIRST_SECONDS
+        while True:
+            self.added.wait()
+            time.sleep(wait)
+            topic, taken = self._take()
+            if not taken:
+                self.added.clear()
+                if self.pending():
+                    self.added.set()
+                wait = RESEND_FIRST_SECONDS
+                continue
+            try:
+                _publish_request(topic, [(item[1], item[2]) for item in taken],
+                                 RESEND_TIMEOUT_SECONDS, None)
+            except Exception as exc:  # noqa: BLE001 - Pub/Sub still away: back off
+                with self.lock:
+                    self.items.extendleft(reversed(taken))
+                wait = min(max(wait * 2, RESEND_FIRST_SECONDS), RESEND_MAX_SECONDS)
+                logger.info("i3tasks publisher: resending %d message(s) failed (%s); next "
+                            "attempt in %.0f s", len(taken), type(exc).__name__, wait)
+            else:
+                logger.warning("i3tasks publisher: resent %d message(s) that failed to "
+                               "publish earlier", len(taken))
+                wait = 0.0  # more may be waiting: go on at once
+
+
+_resender_thread: _Resender | None = None
+
+
+def _resender() -> _Resender:
+    global _resender_thread
+    resender = _resender_thread
+    if resender is None:
+        with _lock:
+            if _resender_thread is None:
+                _resender_thread = _Resender()
+            resender = _resender_thread
+    return resender
+
+
+def resend_pending() -> int:
+    """Failed publishes of this process waiting to be sent again."""
+    return _resender_thread.pending() if _resender_thread is not None else 0
 
 
 def _settle(batch: list[Any], outcomes: list[Any]) -> None:
@@ -356,8 +476,9 @@ def flush() -> None:
 
 
 def _after_fork() -> None:
-    global _publisher, _publisher_key, _lock, _sender_thread
+    global _publisher, _publisher_key, _lock, _sender_thread, _resender_thread
     _sender_thread = None  # threads do not survive fork(); queued items belong to the parent
+    _resender_thread = None
     _publisher = None
     _publisher_key = None
     _lock = threading.Lock()

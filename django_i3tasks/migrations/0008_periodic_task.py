@@ -7,7 +7,7 @@ import django_i3tasks.models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("django_i3tasks", "0006_execution_expires_after"),
+        ("django_i3tasks", "0007_scale_indexes"),
     ]
 
     operations = [

@@ -27,6 +27,7 @@ import http.client
 import json
 import logging
 import os
+import random
 import ssl
 import threading
 import time
@@ -38,6 +39,22 @@ from .state import Broker, Entry, Holder, Sub
 logger = logging.getLogger(__name__)
 
 SUCCESS = frozenset({102, 200, 201, 202, 204})
+#: Fault injection for chaos runs, from the environment of the emulator's process:
+#: ``I3TASKS_EMULATOR_PUSH_FAULTS="copies=3,fail=0.05"`` POSTs every delivery ``copies``
+#: times in a row (only the last answer counts) and turns a share ``fail`` of deliveries into
+#: failures: half before anything is POSTed (a 500 from a load balancer), half after the
+#: endpoint answered (the answer lost on its way back).
+FAULTS_ENV = "I3TASKS_EMULATOR_PUSH_FAULTS"
+
+
+def _faults() -> tuple[int, float]:
+    options = dict(part.split("=", 1) for part in os.environ.get(FAULTS_ENV, "").split(",")
+                   if "=" in part)
+    return max(1, int(options.get("copies", 1))), float(options.get("fail", 0.0))
+
+
+COPIES, FAIL_SHARE = _faults()
+injected = {"before": 0, "after": 0, "copies": 0}
 USER_AGENT = "APIs-Google; django-i3tasks Pub/Sub emulator"
 STATS_ENV = "I3TASKS_EMULATOR_PUSH_STATS"
 
@@ -143,13 +160,26 @@ class Pusher:
                 if item is None:
                     return
                 entry, received, url, deadline = item
+                fault = random.random() < FAIL_SHARE
+                if fault and random.random() < 0.5:
+                    injected["before"] += 1
+                    self.broker.push_done(self.sub, entry, received.ack_id, False)
+                    continue
                 started = time.monotonic()
                 self._in_flight(1)
                 try:
-                    status = _post(connections, url, envelope(self.sub, received), deadline)
+                    body = envelope(self.sub, received)
+                    for _ in range(COPIES):
+                        status = _post(connections, url, body, deadline)
                 finally:
                     self._in_flight(-1)
+                injected["copies"] += COPIES - 1
                 ok = status in SUCCESS and time.monotonic() - started <= deadline
+                if fault:
+                    injected["after"] += 1
+                    if ok:
+                        logger.info("injected fault: the answer to %s is lost", url)
+                    ok = False
                 self.broker.push_done(self.sub, entry, received.ack_id, ok)
         finally:
             for connection in connections.values():
