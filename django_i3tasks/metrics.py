@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.utils import timezone
@@ -86,50 +85,17 @@ def on_enqueued(sender: Any, *, task_name: str, queue_name: str, **_: Any) -> No
         logger.debug("metrics: enqueued not counted", exc_info=True)
 
 
-def on_started(sender: Any, *, task_name: str, queue_name: str, execution_id: int,
-               try_number: int, **_: Any) -> None:
+def on_started(sender: Any, *, task_name: str, queue_name: str, due_at: Any = None,
+               **_: Any) -> None:
     try:
         _metrics["started"].labels(task_name, queue_name).inc()
-        due = _due_time(execution_id, try_number)
-        if due is not None:
-            delay = max((timezone.now() - due).total_seconds(), 0.0)
+        if due_at is not None:  # read by the claim itself: no query of ours
+            delay = max((timezone.now() - due_at).total_seconds(), 0.0)
             _metrics["delay"].labels(task_name, queue_name).observe(delay)
     except Exception:  # noqa: BLE001
         logger.debug("metrics: start not counted", exc_info=True)
 
 
-def _due_time(execution_id: int, try_number: int) -> Any:
-    """The try's ``not_before``: one indexed lookup written once, not compiled by the ORM at
-    every start (that doubled the cost of the metrics per execution)."""
-    from django.db import connections, router
-
-    from .models import TaskExecutionTry
-
-    connection = connections[router.db_for_read(TaskExecutionTry)]
-    sql = _statements.get(connection.alias)
-    if sql is None:
-        meta: Any = TaskExecutionTry._meta
-        quote = connection.ops.quote_name
-        sql = _statements[connection.alias] = (
-            f"SELECT {quote(meta.get_field('not_before').column)} FROM {quote(meta.db_table)} "
-            f"WHERE {quote(meta.get_field('execution').column)} = %s "
-            f"AND {quote(meta.get_field('number').column)} = %s")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [execution_id, try_number])
-        row = cursor.fetchone()
-    if row is None or row[0] is None:
-        return None
-    value = row[0]
-    if isinstance(value, str):  # SQLite: text, in UTC
-        from django.utils.dateparse import parse_datetime
-
-        value = parse_datetime(value)
-    if value is not None and timezone.is_naive(value):
-        value = value.replace(tzinfo=dt_timezone.utc)
-    return value
-
-
-_statements: dict[str, str] = {}
 
 
 def on_finished(sender: Any, *, task_name: str, queue_name: str, status: str,

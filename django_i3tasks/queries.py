@@ -38,7 +38,8 @@ def claim_try(connection: Any) -> str:
 
     Parameters: running status, started at, lease expires at, token, try id, execution id,
     try number, queued status, now, running status, now. The row count says whether the
-    claim was won.
+    claim was won; where the database can (``RETURNING``), the row also gives the try's
+    ``not_before`` (when it was due: the queue delay of metrics).
     """
     def build() -> str:
         column = _columns(TaskExecutionTry, connection, "status", "started_at",
@@ -53,6 +54,8 @@ def claim_try(connection: Any) -> str:
             f"AND {column['number']} = %s AND (({column['status']} = %s "
             f"AND {column['not_before']} <= %s) OR ({column['status']} = %s "
             f"AND {column['lease_expires_at']} < %s))"
+            + (f" RETURNING {column['not_before']}"
+               if connection.features.can_return_columns_from_insert else "")
         )
 
     return str(_cached(("claim_try", connection.alias), build))

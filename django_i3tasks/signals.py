@@ -9,7 +9,8 @@ process), so ``@receiver(task_finished, sender=my_task)`` listens to one task on
   ``execution_id``, ``task_name``, ``queue_name``, ``group_id``.
 - ``task_started``: a try was claimed and is about to run: once per claim (a try runs again
   only when its worker died and its lease expired). ``execution_uuid``, ``execution_id``,
-  ``task_name``, ``queue_name``, ``try_number``.
+  ``task_name``, ``queue_name``, ``try_number``, ``due_at`` (when the try was due, read by
+  the claim itself; ``None`` on databases without ``RETURNING``).
 - ``task_finished``: a try's outcome was recorded, inside the recording transaction (a
   receiver that writes to the database writes atomically with it; one that raises rolls the
   outcome back, so keep receivers short and careful). Only while no project receiver is
@@ -102,10 +103,12 @@ def _event(message: TaskMessage) -> dict[str, Any]:
     }
 
 
-def started(message: TaskMessage) -> None:
-    """``task_started`` for the try of ``message`` (just claimed)."""
+def started(message: TaskMessage, due_at: Any = None) -> None:
+    """``task_started`` for the try of ``message`` (just claimed); ``due_at`` is when it was
+    due (its backoff's end), when the claim could read it."""
     if task_started.has_listeners():
-        task_started.send(sender=registry.get(message.task_name), **_event(message))
+        task_started.send(sender=registry.get(message.task_name), **_event(message),
+                          due_at=due_at)
 
 
 def finished(message: TaskMessage, status: str, duration: float, *, error_type: str = "",

@@ -25,10 +25,12 @@ import logging
 import traceback
 import uuid
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any, cast
 
 from django.db import connections, router, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from .. import outbox, queries, signals
 from ..conf import get_settings
@@ -77,11 +79,26 @@ def claim(message: TaskMessage, lease_seconds: float | None = None) -> uuid.UUID
             message.try_id, message.execution_id, message.try_number,
             _QUEUED, at, _RUNNING, at,
         ])
-        claimed = cursor.rowcount
+        if connection.features.can_return_columns_from_insert:
+            # With RETURNING the row says it (SQLite's rowcount is not set before a fetch).
+            row = cursor.fetchone()
+            claimed = row is not None
+        else:
+            row, claimed = None, cursor.rowcount > 0
     if not claimed:
         return _unclaimed(message, now)
-    signals.started(message)
+    signals.started(message, due_at=_moment(row[0]) if row else None)
     return token
+
+
+def _moment(value: Any) -> datetime | None:
+    """A timestamp column read by a hand-written statement, as an aware datetime (SQLite
+    gives text in UTC)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if isinstance(value, datetime) and timezone.is_naive(value):
+        value = value.replace(tzinfo=dt_timezone.utc)
+    return value if isinstance(value, datetime) else None
 
 
 def _unclaimed(message: TaskMessage, now: datetime) -> Outcome:

@@ -36,7 +36,9 @@ def _claim(task_try: TaskExecutionTry, token: uuid.UUID) -> int:
             field.get_db_prep_value(token, connection), task_try.pk,
             task_try.execution_id, task_try.number, "queued", now, "running", now,
         ])
-        return cursor.rowcount
+        # Where the statement returns the try's not_before, the row says whether it won.
+        return len(cursor.fetchall()) if connection.features.can_return_columns_from_insert \
+            else cursor.rowcount
 
 
 def test_claim_try_claims_a_due_try_once_and_an_expired_lease_again() -> None:
