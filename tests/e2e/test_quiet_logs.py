@@ -273,3 +273,15 @@ def test_a_google_logger_the_project_configured_is_left_alone(google_loggers):
     assert logs.route_google_loggers() == ["google.cloud.pubsub_v1"]
     assert logging.getLogger("google.api_core").handlers[-1] is own
     assert logging.getLogger("google.api_core").propagate is True
+
+
+@pytest.mark.django_db
+def test_the_beat_command_routes_google_loggers_too(google_loggers, no_publish):
+    from io import StringIO
+
+    assert logging.getLogger("google.cloud.pubsub_v1").propagate is True
+    call_command("i3tasks_beat", "--once", stdout=StringIO())
+    for name in logs.GOOGLE_LOGGERS:
+        target = logging.getLogger(name)
+        assert target.propagate is False
+        assert any(isinstance(h, logs.ToProjectHandlers) for h in target.handlers)

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from django_i3tasks.beat import run_beat
+from django_i3tasks.logs import route_google_loggers
 
 
 class Command(BaseCommand):
@@ -18,8 +19,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--once", action="store_true", help="one beat, then exit")
+        parser.add_argument("--no-google-log-routing", action="store_true",
+                            help="leave Google's client loggers as the library sets them "
+                                 "(by default their records go to the project's handlers)")
 
     def handle(self, *args: Any, once: bool = False, **options: Any) -> None:
+        if not options.get("no_google_log_routing"):
+            route_google_loggers()  # as i3tasks_worker: the publisher's warnings in LOGGING
         stopping = []
         if not once:
             for signum in (signal.SIGINT, signal.SIGTERM):
