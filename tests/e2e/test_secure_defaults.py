@@ -128,6 +128,7 @@ def test_check_is_quiet_under_debug_and_with_allow_unauthenticated(closed, setti
     assert "django_i3tasks.E040" not in ids(check_endpoint_authentication())
 
 
+@pytest.mark.django_db  # Django 6 runs its checks against the database
 def test_check_fails_manage_py_check(closed):
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError
