@@ -293,18 +293,23 @@ def test_e2e_failed_second_step_calls_the_third_steps_handler_once(push_queue):
 @pytest.mark.django_db(transaction=True)
 def test_e2e_last_try_delivered_three_times_concurrently_calls_the_handler_once(
         push_queue, i3settings):
-    """A one-second lease and a task that runs 1.5 s: the three deliveries each claim the
-    try in turn (a lease ran out) and all record a failure; one of them ends it."""
+    """A one-second lease and a task that runs 2.5 s: three deliveries posted at once race
+    the emulator's own push, and Pub/Sub redelivers the ones told "running"; after a lease
+    ran out a delivery takes the try over and runs it again, so several runs record a
+    failure at nearly the same time. One of them ends the execution; the handler runs
+    once."""
     i3settings(lease_seconds=1)
-    handle = slow_break.delay("race", 1.5)
+    handle = slow_break.delay("race", 2.5)
     body = push_envelope(*message_of(handle).encode())
-    transport.flush()
     answers = post_at_once(push_queue, body, 3)
+    transport.flush()
     wait_for(lambda: status(handle) == ExecutionStatus.FAILED, timeout=30)
     wait_for(lambda: tasks.CALLS["alert:slow_break"] >= 1, timeout=30)
-    post_at_once(push_queue, body, 2)  # and twice more after the end
+    answers += post_at_once(push_queue, body, 2)  # and twice more after the end
     wait_for(lambda: not TaskExecution.objects.filter(
         task_name=alert.name, status=ExecutionStatus.PENDING).exists())
+    (last_try,) = TaskExecution.objects.get(pk=handle.id).tries.all()
+    assert last_try.claims >= 2 and tasks.CALLS["slow_break:race"] >= 2  # it did race
     assert tasks.CALLS["alert:slow_break"] == 1
     assert TaskExecution.objects.filter(task_name=alert.name).count() == 1
     assert all(code < 500 for code in answers)

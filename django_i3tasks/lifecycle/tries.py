@@ -278,8 +278,9 @@ def record_failure(
                 cancel_requested_at=flag or now,
             )
             if rows:
-                ended(message.execution_id, *rows[0],
-                      failure=_failure(message, ExecutionStatus.CANCELLED, error))
+                has_next, group_id, handlers = rows[0]
+                ended(message.execution_id, has_next, group_id, handlers,
+                      _failure(message, "cancelled", error))
             status, retry_in = OutcomeStatus.CANCELLED, None
         elif retry_in is not None:
             next_try = TaskExecutionTry.objects.create(
@@ -296,8 +297,9 @@ def record_failure(
                 ENDED_FIELDS, status=ExecutionStatus.FAILED, finished_at=now,
             )
             if rows:
-                ended(message.execution_id, *rows[0],
-                      failure=_failure(message, ExecutionStatus.FAILED, error))
+                has_next, group_id, handlers = rows[0]
+                ended(message.execution_id, has_next, group_id, handlers,
+                      _failure(message, "failed", error))
             status = OutcomeStatus.FAILED
         signals.finished(message, status.value, duration, error_type=error["error_type"],
                          error_message=error["error_message"], retry_in=retry_in)
