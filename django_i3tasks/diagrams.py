@@ -94,7 +94,7 @@ def workflow(obj: TaskExecution) -> SafeString:
     steps = [*before, obj, *after]
     ran: dict[int, list[TaskExecution]] = defaultdict(list)
     for handler in TaskExecution.objects.filter(handler_of__in=[s.pk for s in steps]):
-        ran[handler.handler_of_id].append(handler)  # type: ignore[index]
+        ran[handler.handler_of_id].append(handler)
     parts = []
     if len(steps) > 1 or obj.on_failure or ran:
         cells = []
