@@ -7,7 +7,8 @@ pull worker run the message with the same runner (claim, run, record: a duplicat
 runs nothing), and ``get_result()`` reads the rows back.
 
 The API is ``django.tasks`` on Django 6 and the ``django-tasks`` backport (0.10+) before it;
-the base class and the API's classes are picked once, at import.
+the base class and the API's classes are picked once, at import. Django's API has no
+workflows (chains, ``pipe``, groups, failure handlers): those are on ``@TaskDecorator`` tasks.
 
 A thin adapter: tasks are registered in our registry when Django's ``@task`` defines them
 (``validate_task`` runs at definition), as ``ApiTask`` entries, so a message still only runs a
