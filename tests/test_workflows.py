@@ -360,3 +360,24 @@ def test_race_attaching_a_handler_while_the_step_fails_runs_it_once(no_publish):
         for thread in threads:
             thread.join()
         assert TaskExecution.objects.filter(handler_of_id=handle.id).count() == 1, round_
+
+
+@pytest.mark.django_db
+def test_handler_runs_on_expiry_and_not_while_tries_are_left(no_publish):
+    import time
+
+    expired = square.using(expires=0.05).delay(5).on_failure(alert, "late")
+    time.sleep(0.1)
+    assert run_message(no_publish[0]).status == OutcomeStatus.EXPIRED
+    run_all(no_publish, 1)  # the handler
+    assert status(expired) == ExecutionStatus.EXPIRED
+    ((failure, channels),) = HANDLED
+    assert channels == ("late",) and failure["status"] == "expired" and failure["tries"] == 0
+
+    from tests.testapp.tasks import fails_once
+
+    once = fails_once.delay("h").on_failure(alert)
+    sent = len(no_publish)
+    assert run_message(message_of(once)).status == OutcomeStatus.RETRY
+    assert [m.task_name for m in no_publish[sent:]] == [fails_once.name]  # the next try only
+    assert len(HANDLED) == 1 and status(once) == ExecutionStatus.PENDING
