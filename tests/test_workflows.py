@@ -174,9 +174,10 @@ def test_handler_runs_on_cancel_and_not_on_success(no_publish):
 @pytest.mark.django_db
 def test_decorator_on_failure_runs_for_every_execution_of_the_task(no_publish):
     a = slow_break.delay("a", 0)
-    b = slow_break.delay("b", 0)
+    b, c = slow_break.starmap([("b", 0), ("c", 0)])  # the bulk path stores them too
     run_all(no_publish)
-    assert sorted(f["execution_uuid"] for f, _ in HANDLED) == sorted([str(a.uuid), str(b.uuid)])
+    assert sorted(f["execution_uuid"] for f, _ in HANDLED) == sorted(
+        [str(a.uuid), str(b.uuid), str(c.uuid)])
     assert all(f["error"].startswith("builtins.RuntimeError: ") for f, _ in HANDLED)
 
 
