@@ -1,4 +1,6 @@
-"""Fan-out: enqueueing a 1,000-member group in bulk and in a loop, and SQL per member.
+"""Fan-out: enqueueing a 1,000-member group in bulk and in a loop, SQL per member, and the
+last member of a ``pass_results`` group (its callback gets the 1,000 values, read in one
+query).
 
 Run: ``.venv/bin/python bench/fanout.py`` (both databases) or ``--db sqlite|postgres``.
 It starts its own Pub/Sub emulator. Enqueue times include publishing every message (the
@@ -26,15 +28,17 @@ BASELINE_LAST = 14
 
 def measure(db: str) -> None:
     from django.db import connection
+    from django.db.models import F
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
     from django_i3tasks import outbox, transport
+    from django_i3tasks.execution import run_message
     from django_i3tasks.messages import TaskMessage
     from django_i3tasks.models import GroupStatus, TaskExecution, TaskGroup
     from django_i3tasks.provisioning import ensure_pubsub
     from tests.helpers import push_envelope
-    from tests.testapp.chain_tasks import link, member
+    from tests.testapp.chain_tasks import collect, link, member
 
     ensure_pubsub()
     member.delay(-1)  # warm up the publisher and the connection
@@ -86,6 +90,42 @@ def measure(db: str) -> None:
     print(f"queries for the last member:     {data[-1]} data statements "
           f"({totals[-1]} with transaction control; releases the callback)   "
           f"baseline: {BASELINE_LAST}")
+
+    # pass_results: the last member's push assembles the 1,000 values (one query) and hands
+    # them to the callback in the same transaction.
+    results_group = TaskGroup.create(callback=collect, total_count=MEMBERS, pass_results=True)
+    member.map(range(MEMBERS), group=results_group)
+    transport.flush()
+    ordered = list(TaskExecution.objects.filter(group=results_group).order_by("position"))
+    for execution in ordered[:-1]:
+        run_message(TaskMessage.of(execution,
+                                   *execution.tries.values_list("pk", "number").get()))
+    last = ordered[-1]
+    body = push_envelope(*TaskMessage.of(last, *last.tries.values_list("pk", "number").get())
+                         .encode())
+    with CaptureQueriesContext(connection) as captured:
+        started = time.perf_counter()
+        response = client.post("/i3/tasks-push/", body, content_type="application/json")
+        took = time.perf_counter() - started
+    assert response.status_code == 200 and response.json()["status"] == "success"
+    callback = TaskExecution.objects.get(pk=TaskGroup.objects.get(pk=results_group.pk)
+                                         .callback_id)
+    assert callback.status != "waiting" and callback.args == [list(range(MEMBERS))]
+    transport.flush()
+
+    query_times = []
+    for _ in range(5):  # the assembling query alone (graph._release_callback's)
+        started = time.perf_counter()
+        values = list(TaskExecution.objects.filter(group=results_group)
+                      .order_by(F("position").asc(nulls_last=True), "pk")
+                      .values_list("result__value", flat=True))
+        query_times.append(time.perf_counter() - started)
+    assert values == list(range(MEMBERS))
+    print(f"the {MEMBERS} values in member order, one query: "
+          f"{statistics.median(query_times) * 1000:.1f} ms (median of 5)")
+    print(f"last member, pass_results:       {count(captured)[1]} data statements, "
+          f"{took * 1000:.1f} ms (assembles {MEMBERS} values in one query and releases "
+          f"the callback)")
 
 
 if __name__ == "__main__":

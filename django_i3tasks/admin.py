@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from . import lifecycle
+from . import diagrams, lifecycle
 from .adminlists import EstimatedCountPaginator, QueueNameFilter, TaskNameFilter
 from .models import (
     ScheduleSlot,
@@ -327,26 +327,10 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
     def call_kwargs(self, obj: TaskExecution) -> SafeString:
         return _json_block(obj.kwargs)
 
-    @admin.display(description="chain steps")
-    def chain(self, obj: TaskExecution) -> str:
-        """The steps before and after this one, oldest first."""
-        before: list[TaskExecution] = []
-        step = obj.previous
-        while step is not None and len(before) < 50:
-            before.insert(0, step)
-            step = step.previous
-        after: list[TaskExecution] = []
-        following = list(obj.next_steps.all())
-        while following and len(after) < 50:
-            after.extend(following)
-            following = list(TaskExecution.objects.filter(previous__in=following))
-        if not before and not after:
-            return "-"
-        rows = [*((s, "") for s in before), (obj, " (this one)"), *((s, "") for s in after)]
-        return format_html_join(
-            "", "<div>{}{}</div>",
-            ((_change_link(s, _execution_label(s)), note) for s, note in rows),
-        )
+    @admin.display(description="workflow")
+    def chain(self, obj: TaskExecution) -> SafeString:
+        """Its chain, group and failure handlers, drawn (``diagrams``)."""
+        return diagrams.workflow(obj)
 
     @admin.action(description="Retry the selected failed executions", permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet[TaskExecution]) -> None:

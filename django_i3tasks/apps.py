@@ -56,12 +56,14 @@ class I3TasksConfig(AppConfig):
         if _is_serving():
             _provision_in_background()
 
-    def create_group(self, *, callback: Any = None, total_count: int) -> Any:
+    def create_group(self, *, callback: Any = None, total_count: int,
+                     pass_results: bool = False, on_failure: Any = None) -> Any:
         """What ``TaskGroup.create`` does: the model reaches the public API through the app
         config, so the models module imports nothing above it."""
         from .groups import create_group
 
-        return create_group(callback=callback, total_count=total_count)
+        return create_group(callback=callback, total_count=total_count,
+                            pass_results=pass_results, on_failure=on_failure)
 
 
 def _import_task_modules() -> None:

@@ -7,10 +7,11 @@ pull worker run the message with the same runner (claim, run, record: a duplicat
 runs nothing), and ``get_result()`` reads the rows back.
 
 The API is ``django.tasks`` on Django 6 and the ``django-tasks`` backport (0.10+) before it
-(``tasks_api``). Tasks are registered in our registry when Django's ``@task`` defines them
-(``validate_task`` runs at definition), as ``ApiTask`` entries, so a message still only runs a
-registered function and never imports a module it names. Results, Django's signals and the
-status mapping: ``api_bridge``.
+(``tasks_api``). Django's API has no workflows (chains, ``pipe``, groups, failure
+handlers): those are on ``@TaskDecorator`` tasks. Tasks are registered in our registry when
+Django's ``@task`` defines them (``validate_task`` runs at definition), as ``ApiTask``
+entries, so a message still only runs a registered function and never imports a module it
+names. Results, Django's signals and the status mapping: ``api_bridge``.
 """
 
 from __future__ import annotations

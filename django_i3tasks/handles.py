@@ -1,5 +1,6 @@
-"""``TaskHandle``: what ``.delay()`` returns — the execution, ``.then()`` to chain, its
-result (``get_result``, ``wait_result``, ``await_result``) and ``cancel()``.
+"""``TaskHandle``: what ``.delay()`` returns — the execution, ``.then()`` and ``.pipe()`` to
+chain, ``.on_failure()``, its result (``get_result``, ``wait_result``, ``await_result``) and
+``cancel()``.
 
 ``ChainHandle`` is its 0.x name and stays an alias. A handle knows tasks only as ``Step``: a
 callable that turns a call into an ``ExecutionSpec``, which ``Task`` is.
@@ -7,11 +8,13 @@ callable that turns a call into an ``ExecutionSpec``, which ``Task`` is.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 from uuid import UUID
 
 from . import lifecycle, results
+from . import spec as specs
 from .models import TaskExecution
 from .spec import ExecutionSpec
 
@@ -60,6 +63,26 @@ class TaskHandle(Generic[R]):
         """
         spec = task.spec(args, kwargs, previous_id=self.id)
         return TaskHandle(lifecycle.add_step(self.task_execution, spec))
+
+    def pipe(self, task: Step[Concatenate[R, P], T], *args: P.args,
+             **kwargs: P.kwargs) -> TaskHandle[T]:
+        """Run ``task(<this step's value>, *args, **kwargs)`` after this step succeeded;
+        returns the new step. The value is handed over as this step recorded it (JSON; a
+        value stored as its ``repr`` arrives as that string), by the transaction that
+        records the success; the signature is checked now, with the value's place taken."""
+        spec = task.spec([None, *args], kwargs, previous_id=self.id)
+        spec = dataclasses.replace(spec, args=list(spec.args[1:]), pipe=True)
+        return TaskHandle(lifecycle.add_step(self.task_execution, spec))
+
+    def on_failure(self, task: Step[Concatenate[dict[str, Any], P], Any], *args: P.args,
+                   **kwargs: P.kwargs) -> TaskHandle[R]:
+        """Run ``task(failure, *args, **kwargs)`` once if this step fails for good, is
+        cancelled or expires, or is skipped because an earlier step of its chain failed
+        (``failure`` then describes that step). Enqueued at once when that already happened.
+        Returns this handle."""
+        spec = task.spec([specs.FAILURE_EXAMPLE, *args], kwargs)
+        lifecycle.attach_failure_handler(self.id, specs.handler(spec))
+        return self
 
     def get_result(self) -> results.TaskResult[R]:
         """The execution's ``TaskResult``, read fresh from the database."""

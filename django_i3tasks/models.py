@@ -70,6 +70,16 @@ class TaskGroup(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: The callback gets the members' values (in member order) as its first argument.
+    pass_results = models.BooleanField(default=False)
+    #: Positions handed out to members so far (``pass_results`` groups number their members).
+    next_position = models.PositiveIntegerField(default=0)
+    #: The failure handler (``spec.handler``) enqueued once when the group fails.
+    on_failure = models.JSONField(null=True, blank=True)
+    #: The execution of that handler, once enqueued.
+    failure_handler = models.ForeignKey(
+        "TaskExecution", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         verbose_name = "task group"
@@ -78,15 +88,21 @@ class TaskGroup(models.Model):
         return f"group {self.uuid} ({self.succeeded_count}/{self.total_count}, {self.status})"
 
     @classmethod
-    def create(cls, *, callback: Any = None, total_count: int) -> TaskGroup:
+    def create(cls, *, callback: Any = None, total_count: int, pass_results: bool = False,
+               on_failure: Any = None) -> TaskGroup:
         """Create a group of ``total_count`` members; ``callback`` is a task or a handle from
-        ``task.build_chain()``, run once when every member succeeded.
+        ``task.build_chain()``, run once when every member succeeded. With ``pass_results``
+        the callback (a task) gets the list of the members' values first, in member order;
+        ``on_failure`` (a task) runs once, with the failure, when the group fails.
 
         Served by ``django_i3tasks.groups.create_group`` through the app config, so this
         module imports nothing above it.
         """
         config: Any = apps.get_app_config("django_i3tasks")
-        group: TaskGroup = config.create_group(callback=callback, total_count=total_count)
+        group: TaskGroup = config.create_group(
+            callback=callback, total_count=total_count, pass_results=pass_results,
+            on_failure=on_failure,
+        )
         return group
 
 
@@ -158,6 +174,17 @@ class TaskExecution(models.Model):
     #: ``cancel()`` was called while a try ran (or was about to): ``is_cancelled()`` is true
     #: and no further try is written.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    #: ``.pipe()``: the previous step's value is put first in ``args`` when it is released.
+    pipe = models.BooleanField(default=False)
+    #: Member order in a ``pass_results`` group (``map`` order, else order of enqueueing).
+    position = models.PositiveIntegerField(null=True, blank=True)
+    #: Failure handlers (``spec.handler`` dicts), each enqueued once when this execution
+    #: ends without success (or is skipped after a failed step).
+    on_failure = models.JSONField(null=True, blank=True)
+    #: A failure handler's execution: the execution it was attached to.
+    handler_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="failure_handlers"
+    )
 
     objects = ExecutionQuerySet.as_manager()
 

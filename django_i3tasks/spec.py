@@ -59,6 +59,14 @@ class ExecutionSpec:
     group_id: int | None = None
     previous_id: int | None = None
     dispatch: bool = True
+    #: ``.pipe()``: the previous step's value goes first in ``args`` at its release.
+    pipe: bool = False
+    #: A member of a ``pass_results`` group: it is numbered (``position``) when written.
+    ordered: bool = False
+    #: Failure handlers (``handler`` dicts) stored on the execution.
+    on_failure: list[dict[str, Any]] | None = None
+    #: A failure handler's execution: the id of the execution it hangs on.
+    handler_of: int | None = None
 
     @property
     def waits(self) -> bool:
@@ -213,6 +221,32 @@ def group_id(group: Any, model: type | None = None) -> int | None:
     if not isinstance(pk, int):
         raise TaskUsageError("the group must be saved (TaskGroup.create) before members join it")
     return pk
+
+
+# --- failure handlers -------------------------------------------------------------------------
+
+#: What a failure handler's first argument looks like, to check its signature beforehand.
+FAILURE_EXAMPLE: dict[str, Any] = {
+    "execution_uuid": "", "task_name": "", "status": "failed", "error": None, "tries": 0,
+}
+
+
+def handler(spec: ExecutionSpec) -> dict[str, Any]:
+    """A failure handler as stored on an execution or group: the spec of its call, validated
+    with ``FAILURE_EXAMPLE`` first, without that argument (the real failure comes later)."""
+    return {"task_name": spec.task_name, "queue_name": spec.queue_name,
+            "max_retries": spec.max_retries, "args": list(spec.args[1:]),
+            "kwargs": dict(spec.kwargs)}
+
+
+def handler_call(stored: dict[str, Any], failure: dict[str, Any],
+                 handler_of: int | None) -> ExecutionSpec:
+    """The spec of a stored handler's call with ``failure`` as its first argument."""
+    return ExecutionSpec(
+        task_name=stored["task_name"], queue_name=stored["queue_name"],
+        max_retries=stored["max_retries"], args=[failure, *stored["args"]],
+        kwargs=dict(stored["kwargs"]), handler_of=handler_of,
+    )
 
 
 # --- calls ------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ class Task(Generic[P, R]):
     """A registered task. Calling it runs the function inline; ``.delay()`` enqueues it.
 
     Decorator options: ``bind``, ``queue_name``, ``max_retries``, ``on_success``,
+    ``on_failure`` (a task run once with the ``failure`` dict when an execution ends
+    without success),
     ``time_limit`` (seconds a try may run), ``retry_on`` (only these errors are retried),
     ``give_up_on`` (these never are), ``expires`` (seconds after it is due within which it
     must start), ``retry_backoff=(min_s, max_s)`` and ``retry_jitter``. Per call, through
@@ -68,6 +70,7 @@ class Task(Generic[P, R]):
     expires: float | timedelta | None = None
     retry_backoff: tuple[float, float] | None = None
     retry_jitter: bool = True
+    on_failure: Task[..., Any] | None = None
     # Per call (``using()``); ``call_expires`` is ``using(expires=...)``.
     countdown: float | None = None
     eta: datetime | None = None
@@ -82,10 +85,11 @@ class Task(Generic[P, R]):
         func = self.func
         if not callable(func):
             raise TaskUsageError(f"@TaskDecorator needs a function, got {func!r}")
-        if self.on_success is not None and not isinstance(self.on_success, Task):
-            raise TaskUsageError(
-                "on_success must be a task (a function decorated with @TaskDecorator)"
-            )
+        for option in ("on_success", "on_failure"):
+            if getattr(self, option) is not None and not isinstance(getattr(self, option), Task):
+                raise TaskUsageError(
+                    f"{option} must be a task (a function decorated with @TaskDecorator)"
+                )
         values = {
             "name": f"{func.__module__}.{getattr(func, '__qualname__', repr(func))}",
             "bind": specs.flag("bind", self.bind),
@@ -246,6 +250,10 @@ class Task(Generic[P, R]):
             else None,
             unique_key=self.unique_key, group_id=specs.group_id(self.group),
             previous_id=previous_id, dispatch=dispatch,
+            ordered=self.group is not None and self.group.pass_results,
+            on_failure=None if self.on_failure is None else [specs.handler(
+                self.on_failure.spec([specs.FAILURE_EXAMPLE], {})
+            )],
         )
 
     def _call(self, template: ExecutionSpec, args: Sequence[Any], kwargs: dict[str, Any]
@@ -355,6 +363,7 @@ def TaskDecorator(
     expires: float | timedelta | None = None,
     retry_backoff: tuple[float, float] | None = None,
     retry_jitter: bool = True,
+    on_failure: Task[..., Any] | None = None,
 ) -> _Decorator: ...
 
 

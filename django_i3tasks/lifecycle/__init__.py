@@ -7,7 +7,9 @@ delivery finds nothing left to change and changes nothing. The transitions take 
 
 - ``enqueue``: write executions and send their first tries (enqueue, release, republish);
 - ``tries``: claim a try, record its outcome, give it back;
-- ``graph``: chains and groups (what an execution's end releases, skips or counts);
+- ``graph``: chains and groups (what an execution's end releases, skips or counts, and the
+  values ``pipe`` and ``pass_results`` hand over);
+- ``handlers``: failure handlers (what an end without success enqueues);
 - ``control``: cancel, expire, progress and the admin's retry.
 
 Each module's docstring draws the part of the state diagram it implements. Messages go to the
@@ -18,6 +20,7 @@ they fire once per change.
 from .control import cancel, cancel_requested, expire, retry, write_progress
 from .enqueue import enqueue, enqueue_many, release, republish
 from .graph import add_step, create_group, member_failed, member_succeeded, release_next
+from .handlers import attach as attach_failure_handler
 from .tries import (
     claim,
     error_fields,
@@ -28,7 +31,8 @@ from .tries import (
 )
 
 __all__ = [
-    "add_step", "cancel", "cancel_requested", "claim", "create_group", "enqueue",
+    "add_step", "attach_failure_handler", "cancel", "cancel_requested", "claim",
+    "create_group", "enqueue",
     "enqueue_many", "error_fields", "expire", "fail_unrunnable", "member_failed",
     "member_succeeded", "record_failure", "record_success", "release", "release_claim",
     "release_next", "republish", "retry", "write_progress",

@@ -30,7 +30,7 @@ from ..messages import TaskMessage
 from ..models import OPEN_STATUSES, ExecutionStatus, TaskExecution, TaskExecutionTry, TryStatus
 from ..outcome import Outcome, OutcomeStatus
 from .enqueue import MESSAGE_FIELDS, RELEASABLE, rows_of, send_tries
-from .graph import ended, unskip_after
+from .graph import ENDED_FIELDS, ended, unskip_after
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def cancel(execution_id: int) -> bool:
     with transaction.atomic():
         rows = update_returning(
             TaskExecution.objects.filter(pk=execution_id, status__in=RELEASABLE),
-            ["has_next", "group_id"],
+            ENDED_FIELDS,
             status=ExecutionStatus.CANCELLED, finished_at=now, cancel_requested_at=now,
         )
         if rows:
@@ -56,7 +56,7 @@ def cancel(execution_id: int) -> bool:
             return True
         flagged = update_returning(
             TaskExecution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING),
-            ["has_next", "group_id"],
+            ENDED_FIELDS,
             cancel_requested_at=Coalesce(F("cancel_requested_at"), Value(now)),
         )
         if not flagged:
@@ -98,7 +98,7 @@ def expire(message: TaskMessage) -> Outcome | None:
             return None
         rows = update_returning(
             TaskExecution.objects.filter(pk=message.execution_id),
-            ["has_next", "group_id"],
+            ENDED_FIELDS,
             status=ExecutionStatus.EXPIRED, finished_at=now,
         )
         if rows:

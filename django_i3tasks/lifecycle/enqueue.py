@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.db import IntegrityError, router, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from .. import outbox, signals
@@ -38,6 +38,7 @@ from ..models import (
     ExecutionStatus,
     TaskExecution,
     TaskExecutionTry,
+    TaskGroup,
 )
 from ..spec import ExecutionSpec
 
@@ -83,6 +84,14 @@ def _status(spec: ExecutionSpec, now: datetime) -> str:
     return PENDING
 
 
+def positions(group_id: int, count: int) -> int:
+    """Reserve ``count`` member positions of a ``pass_results`` group; the first one. One
+    conditional ``UPDATE ... RETURNING``, so concurrent callers get disjoint ranges."""
+    rows = update_returning(TaskGroup.objects.filter(pk=group_id), ["next_position"],
+                            next_position=F("next_position") + count)
+    return int(rows[0][0]) - count if rows else 0
+
+
 def _write(spec: ExecutionSpec) -> TaskExecution:
     sink = outbox.get_outbox()
     status = _status(spec, timezone.now())
@@ -91,6 +100,8 @@ def _write(spec: ExecutionSpec) -> TaskExecution:
         kwargs=dict(spec.kwargs), status=status, max_retries=spec.max_retries, eta=spec.eta,
         previous_id=spec.previous_id, group_id=spec.group_id, expires_at=spec.expires_at,
         expires_after=spec.expires_after, unique_key=spec.unique_key or "",
+        pipe=spec.pipe, on_failure=spec.on_failure, handler_of_id=spec.handler_of,
+        position=positions(spec.group_id, 1) if spec.ordered and spec.group_id else None,
     )
     if status == PENDING:
         first_try = TaskExecutionTry(execution=execution, number=1)
@@ -151,6 +162,12 @@ def enqueue_many(
     common: dict[str, Any] = {
         "status": PENDING, "group_id": specs[0].group_id if specs else None, "created_at": now,
     }
+    if specs and specs[0].on_failure is not None:  # one task: the same handlers for all
+        common["on_failure"] = specs[0].on_failure
+    if specs and specs[0].ordered and common["group_id"] is not None:  # map order
+        first = positions(common["group_id"], len(specs))
+        for index, row in enumerate(rows):
+            row["position"] = first + index
     sink = outbox.get_outbox()
     with transaction.atomic(savepoint=False):
         ids = _insert_first_tries(rows, common, now)

@@ -47,7 +47,8 @@ from ..models import (
 from ..outcome import Outcome, OutcomeStatus
 from ..spec import ExecutionSpec
 from .enqueue import PENDING, enqueue
-from .graph import ended, member_succeeded, release_next
+from .graph import ENDED_FIELDS, ended, member_succeeded, release_next
+from .handlers import Failure, error_text
 
 logger = logging.getLogger(__name__)
 
@@ -290,11 +291,13 @@ def record_failure(
         if cancelled:
             rows = update_returning(
                 TaskExecution.objects.filter(pk=message.execution_id, status=PENDING),
-                ["has_next", "group_id"], status=ExecutionStatus.CANCELLED, finished_at=now,
+                ENDED_FIELDS, status=ExecutionStatus.CANCELLED, finished_at=now,
                 cancel_requested_at=flag or now,
             )
             if rows:
-                ended(message.execution_id, *rows[0])
+                has_next, group_id, handlers = rows[0]
+                ended(message.execution_id, has_next, group_id, handlers,
+                      _failure(message, "cancelled", error))
             status, retry_in = OutcomeStatus.CANCELLED, None
         elif retry_in is not None:
             next_try = TaskExecutionTry.objects.create(
@@ -308,16 +311,27 @@ def record_failure(
         else:
             rows = update_returning(
                 TaskExecution.objects.filter(pk=message.execution_id, status=PENDING),
-                ["has_next", "group_id"], status=ExecutionStatus.FAILED, finished_at=now,
+                ENDED_FIELDS, status=ExecutionStatus.FAILED, finished_at=now,
             )
             if rows:
-                ended(message.execution_id, *rows[0])
+                has_next, group_id, handlers = rows[0]
+                ended(message.execution_id, has_next, group_id, handlers,
+                      _failure(message, "failed", error))
             status = OutcomeStatus.FAILED
         signals.finished(message, status.value, duration, error_type=error["error_type"],
                          error_message=error["error_message"], retry_in=retry_in)
     if status == OutcomeStatus.RETRY:
         return Outcome.of(message, status, True, retry_after=retry_in, detail=error["error_type"])
     return Outcome.of(message, status, True, detail=error["error_type"])
+
+
+def _failure(message: TaskMessage, status: str, error: dict[str, str]) -> Failure:
+    """The ``failure`` dict of the try being recorded, known without a query."""
+    return Failure(message.execution_id, {
+        "execution_uuid": str(message.execution_uuid), "task_name": message.task_name,
+        "status": str(status), "error": error_text(error["error_type"], error["error_message"]),
+        "tries": message.try_number,
+    })
 
 
 def fail_unrunnable(message: TaskMessage, exc: BaseException) -> Outcome:

@@ -9,6 +9,7 @@ Skips, saying why, only where no Chromium or chromedriver is installed.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,4 +196,63 @@ def test_operator_walks_through_the_admin(browser, live_server, push_queue,
     assert "failure rate" in text and "tests.testapp.tasks.fails_once" in text
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.i3-spark")) >= 4
     _screenshot(browser, "admin-dashboard")
+    _fits_width(browser)
+
+
+def test_execution_page_draws_its_workflow(browser, live_server, push_queue,
+                                           django_user_model) -> None:
+    """A chain (``pipe`` then ``then``) whose second step failed, with failure handlers, and
+    a ``pass_results`` group with a failing member, run through the emulator's push: the
+    execution pages draw the chain, the group and the handlers, coloured by status.
+    ``docs/admin-workflow.png`` is a copy of the chain's screenshot."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.testapp.workflow_tasks import alert, breaks, fetch, square_or_break, summarize
+
+    first = fetch.delay("admin")
+    second = first.pipe(breaks).on_failure(alert, "ops")
+    third = second.then(square_or_break, 3).on_failure(alert, "pager")
+    group = TaskGroup.create(callback=summarize, total_count=4, pass_results=True,
+                             on_failure=alert)
+    square_or_break.map([5, 6, 7, 8], group=group)
+    wait_for(lambda: TaskExecution.objects.filter(task_name=alert.name).count() == 3
+             and not TaskExecution.objects.filter(status__in=[ExecutionStatus.PENDING]).exists(),
+             timeout=60)
+    django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
+    browser.find_element(By.NAME, "username").send_keys("operator")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 30).until(lambda driver: driver.find_elements(By.ID, "user-tools"))
+
+    browser.get(f"{live_server.url}/admin/django_i3tasks/taskexecution/{second.id}/change/")
+    flow = browser.find_element(By.CSS_SELECTOR, ".i3-flow")
+    nodes = flow.find_elements(By.CSS_SELECTOR, ".i3-row:first-child .i3-node")
+    assert [n.find_element(By.TAG_NAME, "b").text for n in nodes] == [
+        "fetch", "breaks", "square_or_break"]
+    assert [n.find_element(By.CSS_SELECTOR, ".i3-status").text for n in nodes] == [
+        "success", "failed", "skipped"]
+    classes = [n.get_attribute("class") for n in nodes]
+    assert "i3-ok" in classes[0] and "i3-bad" in classes[1] and "i3-off" in classes[2]
+    assert "i3-this" in classes[1]
+    assert [a.text for a in flow.find_elements(By.CSS_SELECTOR, ".i3-arrow")] == [
+        "─value▶", "──▶"]
+    handlers = flow.find_elements(By.CSS_SELECTOR, ".i3-handlers")
+    assert [h.text for h in handlers] == ["on failure: alert success"] * 2
+    # A green handler box colour is the handler execution's own status; follow its link.
+    assert nodes[2].get_attribute("href").endswith(f"/{third.id}/change/")
+    shot = _screenshot(browser, "admin-workflow")
+    _fits_width(browser)
+    if os.environ.get("I3TASKS_UPDATE_DOCS_SCREENSHOTS"):
+        shutil.copy(shot, ROOT / "docs" / "admin-workflow.png")
+
+    # A member of the failed group: members by status, the skipped callback, the handler.
+    member_id = TaskExecution.objects.filter(group=group).order_by("position")[0].pk
+    browser.get(f"{live_server.url}/admin/django_i3tasks/taskexecution/{member_id}/change/")
+    text = browser.find_element(By.CSS_SELECTOR, ".i3-flow").text
+    assert "failed 1" in text and "success 3" in text, text
+    assert "summarize" in text and "skipped" in text and "─values▶" in text
+    assert "on failure: alert success" in text
+    _screenshot(browser, "admin-workflow-group")
     _fits_width(browser)

@@ -59,3 +59,55 @@ def test_mypy_checks_task_arguments_and_results(tmp_path):
     ], out + err
     errors = sorted({int(line.split(":")[0]) for line in lines if ": error:" in line})
     assert errors == [21, 22, 23, 24, 25], out + err
+
+
+PIPE_SAMPLE = '''
+    from typing import Any
+
+    from django_i3tasks import TaskDecorator
+
+    @TaskDecorator
+    def fetch(url: str) -> bytes:
+        return b""
+
+    @TaskDecorator
+    def parse(page: bytes, strict: bool = False) -> dict[str, int]:
+        return {}
+
+    @TaskDecorator
+    def store(doc: dict[str, int], bucket: str) -> str:
+        return bucket
+
+    @TaskDecorator
+    def alert(failure: dict[str, Any], channel: str) -> None:
+        pass
+
+    reveal_type(fetch.delay("u").pipe(parse).pipe(store, "b"))
+    reveal_type(fetch.build_chain("u").pipe(parse, strict=True))
+    reveal_type(fetch.delay("u").on_failure(alert, "ops"))
+    fetch.delay("u").pipe(store, "b")  # line 25: bytes is not dict[str, int]
+    fetch.delay("u").pipe(parse, "no")  # line 26: strict is a bool
+    fetch.delay("u").pipe(parse).pipe(store)  # line 27: bucket missing
+    fetch.delay("u").on_failure(alert, 1)  # line 28: channel is a str
+'''
+
+
+def test_mypy_checks_that_pipe_hands_the_right_type_on(tmp_path):
+    """``pipe`` is typed with ``Concatenate``: the next task's first parameter must accept
+    the value, the rest are checked as with ``.then()``."""
+    sample = tmp_path / f"typing_pipe_{uuid.uuid4().hex}.py"
+    sample.write_text(textwrap.dedent(PIPE_SAMPLE))
+    out, err, _ = mypy_api.run([
+        "--config-file", str(ROOT / "pyproject.toml"), "--no-error-summary",
+        "--cache-dir", str(ROOT / ".mypy_cache"), str(sample),
+    ])
+    lines = [line.split(f"{sample.name}:", 1)[1] for line in out.splitlines()
+             if f"{sample.name}:" in line]
+    revealed = [line for line in lines if "Revealed type" in line]
+    assert [r.split('"')[1].replace("builtins.", "") for r in revealed] == [
+        "django_i3tasks.handles.TaskHandle[str]",
+        "django_i3tasks.handles.TaskHandle[dict[str, int]]",
+        "django_i3tasks.handles.TaskHandle[bytes]",
+    ], out + err
+    errors = sorted({int(line.split(":")[0]) for line in lines if ": error:" in line})
+    assert errors == [25, 26, 27, 28], out + err

@@ -72,4 +72,5 @@ from tests.testapp import (  # noqa: E402,F401
     control_tasks,
     security_tasks,
     worker_tasks,
+    workflow_tasks,
 )
