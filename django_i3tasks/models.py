@@ -158,6 +158,11 @@ class TaskExecution(models.Model):
     #: ``cancel()`` was called while a try ran (or was about to): ``is_cancelled()`` is true
     #: and no further try is written.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    #: The task's ``concurrency_key`` for this call ("" for none): limits count per key.
+    concurrency_key = models.CharField(max_length=200, blank=True, default="")
+    #: Why a *waiting* execution waits when it is parked by a limit (``concurrency:KEY``,
+    #: ``rate:KEY``); "" for a chain step or group callback, and once it runs.
+    wait_reason = models.CharField(max_length=255, blank=True, default="")
 
     objects = ExecutionQuerySet.as_manager()
 
@@ -173,6 +178,8 @@ class TaskExecution(models.Model):
         indexes = [
             models.Index(fields=["status", "created_at"], name="i3_exec_status_created"),
             models.Index(fields=["task_name", "created_at"], name="i3_exec_task_created"),
+            models.Index(fields=["task_name", "concurrency_key", "status"],
+                         name="i3_exec_task_key_status"),
             models.Index(fields=["created_at"], name="i3_exec_created"),
             models.Index(fields=["status", "eta"], name="i3_exec_status_eta"),
         ]

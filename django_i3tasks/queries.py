@@ -58,6 +58,39 @@ def claim_try(connection: Any) -> str:
     return str(_cached(("claim_try", connection.alias), build))
 
 
+def claim_limited(connection: Any, *, concurrency: bool, rate: bool) -> str:
+    """``claim_try`` admitted by the task's limits, in the same statement: fewer than the
+    limit of its tries (of its ``concurrency_key``) running under an unexpired lease, and
+    fewer than the rate's starts since the period began. One statement, so it is atomic on
+    SQLite; on PostgreSQL the caller holds the key's advisory lock (``admission``).
+
+    Parameters: those of ``claim_try``; then with ``concurrency``: task name, key, running
+    status, now, limit; then with ``rate``: task name, key, period start, starts allowed.
+    """
+    def build() -> str:
+        quote = connection.ops.quote_name
+        tries = quote(TaskExecutionTry._meta.db_table)
+        executions = quote(TaskExecution._meta.db_table)
+        column = _columns(TaskExecutionTry, connection, "status", "lease_expires_at",
+                          "started_at", "execution")
+        ex = _columns(TaskExecution, connection, "id", "task_name", "concurrency_key")
+
+        def count(condition: str) -> str:
+            return (f" AND (SELECT COUNT(*) FROM {tries} lt JOIN {executions} le "
+                    f"ON lt.{column['execution']} = le.{ex['id']} "
+                    f"WHERE le.{ex['task_name']} = %s AND le.{ex['concurrency_key']} = %s "
+                    f"AND {condition}) < %s")
+
+        sql = claim_try(connection)
+        if concurrency:
+            sql += count(f"lt.{column['status']} = %s AND lt.{column['lease_expires_at']} >= %s")
+        if rate:
+            sql += count(f"lt.{column['started_at']} > %s")
+        return sql
+
+    return str(_cached(("claim_limited", connection.alias, concurrency, rate), build))
+
+
 def succeed_try(connection: Any, *, progress_cast: str | None, value_column: str,
                 value_cast: str, unless_next: bool) -> str:
     """PostgreSQL: finish a try (guarded by its claim token), insert its result and finish

@@ -68,6 +68,14 @@ class Task(Generic[P, R]):
     expires: float | timedelta | None = None
     retry_backoff: tuple[float, float] | None = None
     retry_jitter: bool = True
+    #: Limits (``lifecycle.admission``, ``docs/limits-and-timing.md``): at most
+    #: ``concurrency_limit`` tries running at once, per ``concurrency_key(*args, **kwargs)``
+    #: when given; at most ``rate_limit`` ("N/s", "N/m", "N/h") starts per period.
+    concurrency_limit: int | None = None
+    concurrency_key: Callable[..., str | None] | None = None
+    rate_limit: str | None = None
+    #: Seconds a claimed try is leased (overrides ``I3TASKS.lease_seconds``).
+    lease_seconds: float | None = None
     # Per call (``using()``); ``call_expires`` is ``using(expires=...)``.
     countdown: float | None = None
     eta: datetime | None = None
@@ -76,6 +84,8 @@ class Task(Generic[P, R]):
     group: TaskGroup | None = None
     #: The dotted path the task is registered and enqueued under.
     name: str = field(init=False)
+    #: ``rate_limit`` parsed: ``(starts, period seconds)``.
+    rate: tuple[int, float] | None = field(init=False)
     _signature: inspect.Signature | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +111,10 @@ class Task(Generic[P, R]):
             "eta": specs.eta(self.eta),
             "call_expires": specs.call_expiry(self.call_expires),
             "unique_key": specs.unique_key(self.unique_key),
+            "concurrency_limit": specs.concurrency_limit(self.concurrency_limit),
+            "concurrency_key": specs.key_function(self.concurrency_key),
+            "rate": specs.rate_limit(self.rate_limit),
+            "lease_seconds": specs.seconds("lease_seconds", self.lease_seconds),
             "_signature": _signature_of(func),
             "__doc__": func.__doc__,
             "__name__": getattr(func, "__name__", repr(func)),
@@ -128,7 +142,9 @@ class Task(Generic[P, R]):
 
     def sync_run(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run inline in this process and return the function's value (an ``async def``
-        task is run to completion). Like calling the function: no time limit, no retries."""
+        task is run to completion). Like calling the function: no time limit, no retries,
+        and exempt from ``concurrency_limit``/``rate_limit`` (nothing is claimed, so nothing
+        is counted: the caller runs it on purpose, here and now)."""
         return self.run(args, kwargs, self._inline_metadata())
 
     def run(self, args: Sequence[Any], kwargs: dict[str, Any], metadata: TaskMetadata, *,
@@ -165,6 +181,11 @@ class Task(Generic[P, R]):
         if self.max_retries is not None:
             return self.max_retries
         return get_settings().default_max_retries
+
+    @property
+    def limited(self) -> bool:
+        """Whether a try must be admitted (``concurrency_limit`` or ``rate_limit``)."""
+        return self.concurrency_limit is not None or self.rate is not None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -254,7 +275,8 @@ class Task(Generic[P, R]):
         specs.payload(self.name, args, kwargs)
         if self._signature is not None:
             specs.bind_arguments(self.name, self._signature, args, kwargs, bound=self.bind)
-        return dataclasses.replace(template, args=args, kwargs=kwargs)
+        key = specs.concurrency_key_of(self.name, self.concurrency_key, args, kwargs)
+        return dataclasses.replace(template, args=args, kwargs=kwargs, concurrency_key=key)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Enqueue a call: check the arguments (``TypeError`` naming the problem, before
@@ -355,6 +377,10 @@ def TaskDecorator(
     expires: float | timedelta | None = None,
     retry_backoff: tuple[float, float] | None = None,
     retry_jitter: bool = True,
+    concurrency_limit: int | None = None,
+    concurrency_key: Callable[..., str | None] | None = None,
+    rate_limit: str | None = None,
+    lease_seconds: float | None = None,
 ) -> _Decorator: ...
 
 

@@ -30,6 +30,7 @@ from .maintenance import health_report
 from .messages import TaskMessage, parse_push_body
 from .models import ExecutionStatus, TaskExecution
 from .results import TaskResult
+from .timing import hold_limit
 from .types import PushQueue
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,10 @@ def read_body(request: HttpRequest, limit: int) -> bytes | None:
 
 
 _NACK_STATUS = {OutcomeStatus.NOT_DUE: 503, OutcomeStatus.RUNNING: 409,
-                OutcomeStatus.SUPERSEDED: 409}
+                OutcomeStatus.SUPERSEDED: 409, OutcomeStatus.OVER_LIMIT: 429}
+#: Non-2xx answers that are the design, not a failure: logged once at INFO here instead of
+#: by ``django.request`` at WARNING/ERROR.
+_DESIGNED = {OutcomeStatus.NOT_DUE, OutcomeStatus.OVER_LIMIT}
 
 
 def outcome_response(outcome: Outcome) -> JsonResponse:
@@ -97,6 +101,10 @@ def outcome_response(outcome: Outcome) -> JsonResponse:
     response = JsonResponse(outcome.as_json(), status=status)
     if outcome.retry_after is not None and not outcome.ack:
         response["Retry-After"] = str(max(1, round(outcome.retry_after)))
+    if outcome.status in _DESIGNED:
+        logger.info("Push of %s try %s answered %s (%s): %s", outcome.execution_uuid,
+                    outcome.try_number, status, outcome.status.value, outcome.detail)
+        response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 
@@ -122,7 +130,7 @@ def push(request: HttpRequest) -> JsonResponse:
     if not isinstance(queue, PushQueue):
         return error(200, "pull_queue",
                      f"queue {message.queue_name!r} is a pull queue: its worker runs it")
-    return outcome_response(run_message(message))
+    return outcome_response(run_message(message, hold=hold_limit(queue.queue_name)))
 
 
 @endpoint("POST")

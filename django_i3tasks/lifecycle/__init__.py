@@ -8,6 +8,7 @@ delivery finds nothing left to change and changes nothing. The transitions take 
 - ``enqueue``: write executions and send their first tries (enqueue, release, republish);
 - ``tries``: claim a try, record its outcome, give it back;
 - ``graph``: chains and groups (what an execution's end releases, skips or counts);
+- ``admission``: concurrency and rate limits, decided in the claim;
 - ``control``: cancel, expire, progress and the admin's retry.
 
 Each module's docstring draws the part of the state diagram it implements. Messages go to the
@@ -15,6 +16,7 @@ outbox, which sends them after the transaction commits; signals follow the trans
 they fire once per change.
 """
 
+from .admission import Limits
 from .control import cancel, cancel_requested, expire, retry, write_progress
 from .enqueue import enqueue, enqueue_many, release, republish
 from .graph import add_step, create_group, member_failed, member_succeeded, release_next
@@ -28,7 +30,7 @@ from .tries import (
 )
 
 __all__ = [
-    "add_step", "cancel", "cancel_requested", "claim", "create_group", "enqueue",
+    "Limits", "add_step", "cancel", "cancel_requested", "claim", "create_group", "enqueue",
     "enqueue_many", "error_fields", "expire", "fail_unrunnable", "member_failed",
     "member_succeeded", "record_failure", "record_success", "release", "release_claim",
     "release_next", "republish", "retry", "write_progress",

@@ -30,7 +30,7 @@ from django.db import IntegrityError, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .. import outbox, signals
+from .. import outbox, signals, timing
 from ..db import insert_linked, insert_many_linked, update_returning
 from ..messages import TaskMessage
 from ..models import (
@@ -75,25 +75,31 @@ def enqueue(spec: ExecutionSpec) -> TaskExecution:
                          f"{spec.unique_key!r}")
 
 
-def _status(spec: ExecutionSpec, now: datetime) -> str:
+def _status(spec: ExecutionSpec, now: datetime, sink: outbox.Outbox) -> str:
     if spec.waits:
         return cast(str, ExecutionStatus.WAITING)
-    if spec.eta is not None and spec.eta > now:
+    if (spec.eta is not None and spec.eta > now
+            and (sink.runs_in_process or not timing.publish_now(spec.eta, now, spec.queue_name))):
         return cast(str, ExecutionStatus.SCHEDULED)
     return PENDING
 
 
 def _write(spec: ExecutionSpec) -> TaskExecution:
     sink = outbox.get_outbox()
-    status = _status(spec, timezone.now())
+    now = timezone.now()
+    status = _status(spec, now, sink)
     execution = TaskExecution(
         task_name=spec.task_name, queue_name=spec.queue_name, args=list(spec.args),
         kwargs=dict(spec.kwargs), status=status, max_retries=spec.max_retries, eta=spec.eta,
         previous_id=spec.previous_id, group_id=spec.group_id, expires_at=spec.expires_at,
         expires_after=spec.expires_after, unique_key=spec.unique_key or "",
+        concurrency_key=spec.concurrency_key or "",
     )
     if status == PENDING:
-        first_try = TaskExecutionTry(execution=execution, number=1)
+        # A short countdown is published now and held until due where it is received
+        # (``timing``): the first try is due at the eta.
+        first_try = TaskExecutionTry(execution=execution, number=1,
+                                     not_before=max(spec.eta or now, now))
         # PostgreSQL: both rows in one statement, atomic by itself, so outside a transaction
         # no BEGIN/COMMIT either (one round trip); the message still leaves after the commit.
         if not insert_linked(execution, first_try, "execution"):
@@ -148,6 +154,9 @@ def enqueue_many(
          "kwargs": spec.kwargs, "expires_at": spec.expires_at, "max_retries": spec.max_retries}
         for index, spec in enumerate(specs)
     ]
+    if any(spec.concurrency_key for spec in specs):  # a column only the limited tasks need
+        for row, spec in zip(rows, specs, strict=True):
+            row["concurrency_key"] = spec.concurrency_key or ""
     common: dict[str, Any] = {
         "status": PENDING, "group_id": specs[0].group_id if specs else None, "created_at": now,
     }
