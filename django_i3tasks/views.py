@@ -151,8 +151,9 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
 
     ``status`` is the execution's (``waiting``, ``scheduled``, ``pending``, ``success``,
     ``failed``, ``skipped``, ``cancelled``, ``expired``), ``state`` the same with
-    ``running`` for a pending execution whose try runs; ``progress`` is the latest try's
-    ``{"current", "total", "message"}`` (or null)."""
+    ``running`` for a pending execution whose try runs; ``waiting_for`` says which limit a
+    parked execution waits for (``concurrency:KEY``, ``rate:KEY``, else null); ``progress``
+    is the latest try's ``{"current", "total", "message"}`` (or null)."""
     token = get_settings().status_token
     check_token(request, token)
     executions = TaskExecution.objects.select_related("result", "group")
@@ -178,6 +179,7 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
         "queue": result.queue_name,
         "status": result.recorded_status,
         "state": result.status,
+        "waiting_for": execution.wait_reason or None,
         "created_at": result.enqueued_at.isoformat(),
         "finished_at": _iso(result.finished_at),
         "expires_at": _iso(result.expires_at),

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import pytest
-from django.core import checks as django_checks
 from django.db import connection, connections
+from django.urls import reverse
 
 from django_i3tasks import TaskDecorator, lifecycle
 from django_i3tasks.exceptions import InvalidTaskOption, TaskUsageError
@@ -113,7 +113,8 @@ def test_time_limit_check_uses_the_tasks_lease(monkeypatch):
 
 
 @transactional
-def test_an_over_limit_delivery_is_not_a_try_and_waits_with_its_reason(no_publish):
+def test_an_over_limit_delivery_is_not_a_try_and_waits_with_its_reason(no_publish, client,
+                                                                       admin_client):
     first = limit_tasks.per_customer.delay("acme", "first")
     second = limit_tasks.per_customer.delay("acme", "second")
     limits = lifecycle.Limits(1, None)
@@ -129,6 +130,10 @@ def test_an_over_limit_delivery_is_not_a_try_and_waits_with_its_reason(no_publis
     from django_i3tasks.results import get_result
 
     assert get_result(second.uuid).status == "waiting"
+    body = client.get(reverse("django_i3tasks:status", args=[second.uuid])).json()
+    assert (body["status"], body["waiting_for"]) == ("waiting", "concurrency:customer:acme")
+    page = admin_client.get(reverse("admin:django_i3tasks_taskexecution_changelist"))
+    assert "concurrency:customer:acme" in page.content.decode()
     # Another key is not held back.
     other = limit_tasks.per_customer.delay("globex", "other")
     assert run_message(message_for(other)).status == OutcomeStatus.SUCCESS

@@ -5,6 +5,7 @@ for a redelivery; and a pull worker killed while it holds a slot."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,8 +130,8 @@ def test_a_sigkilled_worker_frees_its_slot_after_the_lease(pubsub, i3settings):
 
     def worker() -> OutputProcess:
         process = OutputProcess(
-            ["python" if False else __import__("sys").executable, "-m", "django",
-             "i3tasks_worker", "--queue", "heavy"], subprocess_env(), ROOT)
+            [sys.executable, "-m", "django", "i3tasks_worker", "--queue", "heavy"],
+            subprocess_env(), ROOT)
         process.wait_for_line("i3tasks_worker pid=", timeout=30)
         return process
 
