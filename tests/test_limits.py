@@ -21,6 +21,11 @@ from tests.testapp import limit_tasks
 transactional = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_spans() -> None:
+    limit_tasks.SPANS.clear()
+
+
 def message_for(handle: Any) -> TaskMessage:
     execution = TaskExecution.objects.get(pk=handle.id)
     attempt = execution.tries.order_by("-number").first()
@@ -195,3 +200,22 @@ def test_eight_threads_delivering_one_over_limit_message_start_it_once(no_publis
     (attempt,) = TaskExecutionTry.objects.filter(execution_id=waiting.id)
     assert (attempt.status, attempt.claims) == ("success", 1)
     assert outcomes.count(OutcomeStatus.SUCCESS) == 1
+
+
+@transactional
+def test_a_parked_execution_is_reported_not_stuck_and_can_be_cancelled(no_publish, i3settings):
+    from django_i3tasks.maintenance import health_report
+
+    holder = limit_tasks.one_at_a_time.delay("holds")
+    parked = limit_tasks.one_at_a_time.delay("parked")
+    assert not hasattr(lifecycle.claim(message_for(holder), None, lifecycle.Limits(1, None)),
+                       "status")
+    message = message_for(parked)
+    assert run_message(message).status == OutcomeStatus.OVER_LIMIT
+    i3settings(recovery_after_seconds=0)
+    report = health_report()
+    assert report.parked == {f"concurrency:{limit_tasks.one_at_a_time.name}": 1}
+    assert report.stuck_queued == 0 and report.healthy
+    assert parked.cancel()
+    assert run_message(message).status == OutcomeStatus.CANCELLED
+    assert limit_tasks.spans("one_at_a_time") == []

@@ -23,6 +23,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _fresh_spans() -> None:
+    limit_tasks.SPANS.clear()
+
+
 @pytest.fixture
 def slow_push(pubsub: Any, live_server: Any, i3settings: Any) -> Iterator[str]:
     """The default queue as a push subscription with Pub/Sub's default backoff."""
