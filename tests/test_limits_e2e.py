@@ -124,7 +124,10 @@ def test_retries_follow_retry_backoff_not_the_subscriptions(slow_push):
                 .values_list("status", flat=True)) == ["failed", "failed", "success"]
 
 
-def test_a_sigkilled_worker_frees_its_slot_after_the_lease(pubsub, i3settings):
+@pytest.fixture
+def heavy_worker(pubsub: Any, i3settings: Any) -> Iterator[Any]:
+    """The pull queue ``heavy`` (Pub/Sub's default backoff) and a function starting
+    ``manage.py i3tasks_worker`` for it in a subprocess (killed afterwards)."""
     from django_i3tasks.provisioning import ensure_pubsub
     from django_i3tasks.testing.processes import OutputProcess
     from django_i3tasks.types import PullQueue
@@ -132,32 +135,49 @@ def test_a_sigkilled_worker_frees_its_slot_after_the_lease(pubsub, i3settings):
 
     i3settings(other_queues=(PullQueue("heavy", "pull", ack_deadline_seconds=10),))
     ensure_pubsub()
+    started: list[OutputProcess] = []
 
-    def worker() -> OutputProcess:
+    def start() -> OutputProcess:
         process = OutputProcess(
             [sys.executable, "-m", "django", "i3tasks_worker", "--queue", "heavy"],
             subprocess_env(), ROOT)
+        started.append(process)
         process.wait_for_line("i3tasks_worker pid=", timeout=30)
         return process
 
-    first = worker()
-    try:
-        holder = limit_tasks.slot_holder.delay("held", 60.0)
-        transport.flush()
-        wait_for(lambda: Effect.objects.filter(key="held").exists(), timeout=30)
-        first.kill()  # SIGKILL while the task holds the only slot
-        killed_at = time.time()
-        claimed = TaskExecutionTry.objects.get(execution_id=holder.id)
-        lease_end = claimed.lease_expires_at.timestamp()
-        waiting = limit_tasks.slot_holder.delay("next", 0.0)
-        transport.flush()
-        second = worker()
-        try:
-            wait_for(lambda: all_succeeded([waiting.id, holder.id]), timeout=90, interval=0.2)
-        finally:
-            second.kill()
-    finally:
-        first.kill()
+    yield start
+    for process in started:
+        process.kill()
+
+
+def test_countdown_and_retries_on_time_on_a_pull_queue(heavy_worker):
+    heavy_worker()
+    began = time.time()
+    later = limit_tasks.heavy_stamped.using(countdown=5).delay("later")
+    failing = limit_tasks.heavy_fails_twice.delay("pulled")
+    transport.flush()
+    wait_for(lambda: all_succeeded([later.id, failing.id]), timeout=40, interval=0.1)
+    started = TaskExecutionTry.objects.get(execution_id=later.id).started_at.timestamp()
+    assert 5.0 <= started - began <= 7.0, started - began
+    tries = list(TaskExecutionTry.objects.filter(execution_id=failing.id).order_by("number"))
+    assert [t.status for t in tries] == ["failed", "failed", "success"]
+    assert tries[-1].finished_at.timestamp() - began <= 6.0
+    assert (tries[1].started_at - tries[0].finished_at).total_seconds() >= 0.95
+    assert (tries[2].started_at - tries[1].finished_at).total_seconds() >= 1.95
+
+
+def test_a_sigkilled_worker_frees_its_slot_after_the_lease(heavy_worker):
+    first = heavy_worker()
+    holder = limit_tasks.slot_holder.delay("held", 60.0)
+    transport.flush()
+    wait_for(lambda: Effect.objects.filter(key="held").exists(), timeout=30)
+    first.kill()  # SIGKILL while the task holds the only slot
+    killed_at = time.time()
+    lease_end = TaskExecutionTry.objects.get(execution_id=holder.id).lease_expires_at.timestamp()
+    waiting = limit_tasks.slot_holder.delay("next", 0.0)
+    transport.flush()
+    heavy_worker()
+    wait_for(lambda: all_succeeded([waiting.id, holder.id]), timeout=90, interval=0.2)
     started = TaskExecutionTry.objects.get(execution_id=waiting.id).started_at.timestamp()
     assert started >= lease_end - 0.05, (started - killed_at, lease_end - killed_at)
     assert Effect.objects.filter(key="next").count() == 1

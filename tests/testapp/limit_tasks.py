@@ -87,3 +87,19 @@ def raising_key(customer: str) -> None:
 @TaskDecorator(concurrency_limit=1, concurrency_key=lambda n: n)
 def int_key(n: int) -> None:
     pass
+
+
+@TaskDecorator(queue_name="heavy")
+def heavy_stamped(key: str) -> str:
+    """On the pull queue: its try's ``started_at`` is the figure."""
+    return key
+
+
+@TaskDecorator(queue_name="heavy", max_retries=2, retry_backoff=(1, 2), retry_jitter=False)
+def heavy_fails_twice(key: str) -> str:
+    from tests.testapp.models import Effect
+
+    Effect.objects.create(key=key, pid=os.getpid())
+    if Effect.objects.filter(key=key).count() <= 2:
+        raise RuntimeError("fails on its first two tries")
+    return key
