@@ -16,9 +16,10 @@ from django.utils import timezone
 
 
 class ExecutionStatus(models.TextChoices):
-    #: A chain step or group callback waiting for what comes before it.
+    #: A chain step or group callback waiting for what comes before it, or an execution
+    #: parked by a concurrency or rate limit (``wait_reason`` says which).
     WAITING = "waiting", "waiting"
-    #: Delayed (``countdown``/``eta``): the beat releases it when it is due.
+    #: Delayed (``countdown``/``eta``) beyond the hold limit: the beat releases it when due.
     SCHEDULED = "scheduled", "scheduled"
     #: Published; its current try is queued, running, or waiting for its backoff.
     PENDING = "pending", "pending"

@@ -51,7 +51,9 @@ class Task(Generic[P, R]):
     Decorator options: ``bind``, ``queue_name``, ``max_retries``, ``on_success``,
     ``time_limit`` (seconds a try may run), ``retry_on`` (only these errors are retried),
     ``give_up_on`` (these never are), ``expires`` (seconds after it is due within which it
-    must start), ``retry_backoff=(min_s, max_s)`` and ``retry_jitter``. Per call, through
+    must start), ``retry_backoff=(min_s, max_s)`` and ``retry_jitter``; limits
+    (``concurrency_limit``, ``concurrency_key``, ``rate_limit``) and ``lease_seconds``
+    (``docs/limits-and-timing.md``). Per call, through
     ``using()``: ``queue_name``, ``countdown``, ``eta``, ``expires``, ``unique_key``,
     ``group``.
     """
@@ -212,8 +214,9 @@ class Task(Generic[P, R]):
         not given keep their value.
 
         - ``queue_name``: another configured queue.
-        - ``countdown`` (seconds) / ``eta`` (aware datetime): start no earlier (the beat
-          releases it, to the minute).
+        - ``countdown`` (seconds) / ``eta`` (aware datetime): start no earlier; within the
+          queue's hold limit it starts to the second (``timing``), beyond it the beat
+          releases it, to the minute.
         - ``expires``: seconds or a timedelta counted from when it is due (``eta``, else
           now), or an aware datetime; not started by then, it never runs (status
           ``expired``). Overrides the task's ``expires=``.

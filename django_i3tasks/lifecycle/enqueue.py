@@ -2,8 +2,9 @@
 
 ::
 
-    spec ──enqueue──▶ pending (first try queued, message sent)
-                  └─▶ scheduled (eta in the future) ──release──▶ pending
+    spec ──enqueue──▶ pending (first try queued, message sent; an eta within the queue's
+                  │          hold limit: the try is due then, held by its receiver)
+                  └─▶ scheduled (eta further away) ──release──▶ pending
                   └─▶ waiting (chain step, group callback) ──release──▶ pending
 
 - **enqueue** writes one execution from an ``ExecutionSpec`` (validated by the public API).
