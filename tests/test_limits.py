@@ -64,6 +64,16 @@ def test_concurrency_key_is_stored_on_the_execution(no_publish):
 
 
 @pytest.mark.django_db
+def test_map_stores_each_calls_key(no_publish):
+    handles = limit_tasks.per_customer.starmap([("acme", "m1"), ("globex", "m2")])
+    keys = [TaskExecution.objects.get(pk=h.id).concurrency_key for h in handles]
+    assert keys == ["customer:acme", "customer:globex"]
+    assert TaskExecution.objects.filter(
+        pk__in=[h.id for h in limit_tasks.two_at_a_time.map(["a", "b"])],
+        concurrency_key="").count() == 2
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("task, args, words", [
     (limit_tasks.raising_key, ("acme",), "raised LookupError"),
     (limit_tasks.int_key, (7,), "must return a str"),
