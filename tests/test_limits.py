@@ -229,3 +229,33 @@ def test_a_parked_execution_is_reported_not_stuck_and_can_be_cancelled(no_publis
     assert parked.cancel()
     assert run_message(message).status == OutcomeStatus.CANCELLED
     assert limit_tasks.spans("one_at_a_time") == []
+
+
+@pytest.mark.django_db
+def test_the_pull_worker_holds_a_try_due_soon_on_a_timer(monkeypatch, no_publish):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django_i3tasks import worker
+    from django_i3tasks.execution import Outcome
+    from tests.test_worker import FakeMessage, _unit_worker
+    from tests.testapp.worker_tasks import nap
+
+    nap.delay("soon")
+    data, attributes = no_publish[0].encode()
+    answers = [Outcome(OutcomeStatus.NOT_DUE, ack=False, retry_after=0.3),
+               Outcome(OutcomeStatus.SUCCESS, ack=True)]
+    holds: list[float] = []
+    monkeypatch.setattr(worker, "run_message",
+                        lambda *a, **k: holds.append(k["hold"]) or answers.pop(0))
+    target = _unit_worker()
+    target._executor = ThreadPoolExecutor(max_workers=1)
+    message = FakeMessage(data, attributes)
+    began = time.monotonic()
+    target.handle(message)
+    assert message.calls == []  # neither dropped nor nacked: still leased, on a timer
+    wait_for_calls = time.monotonic() + 5
+    while not message.calls and time.monotonic() < wait_for_calls:
+        time.sleep(0.01)
+    assert message.calls == [("ack", None)] and time.monotonic() - began >= 0.3
+    assert holds[0] == target._hold > 0 and target.stats.counts["held"] == 1
+    target._executor.shutdown()
