@@ -59,14 +59,17 @@ class Limits:
 
 def lock(message: TaskMessage) -> str:
     """The execution's ``concurrency_key``; on PostgreSQL, also take the advisory lock of its
-    task and key until the transaction ends (call first in the transaction: every locker
-    takes it before any row lock, so no deadlock)."""
+    task and key and the execution's row lock until the transaction ends. Called first in
+    the transaction: every locker takes the advisory lock before any row lock, and the
+    execution's row before its try's (the order ``cancel`` and ``record_failure`` use), so
+    no two of them deadlock."""
     using = router.db_for_write(TaskExecution)
     connection = connections[using]
     table = connection.ops.quote_name(TaskExecution._meta.db_table)
     if connection.vendor == "postgresql":
         sql = (f"SELECT concurrency_key, pg_advisory_xact_lock({LOCK_SPACE}, "
-               f"hashtext(task_name || '|' || concurrency_key)) FROM {table} WHERE id = %s")
+               f"hashtext(task_name || '|' || concurrency_key)) FROM {table} WHERE id = %s "
+               "FOR NO KEY UPDATE")
     else:
         sql = f"SELECT concurrency_key FROM {table} WHERE id = %s"
     row = fetch_one(sql, [message.execution_id], using)
