@@ -220,13 +220,14 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
         (None, {"fields": (
             "uuid", "task_name", "status_label", "queue_name", "max_retries", "created",
             "eta_at", "finished", "duration", "task_progress", "group_link", "chain",
+            "concurrency_key",
         )}),
         ("Call", {"fields": ("call_args", "call_kwargs")}),
     )
     readonly_fields = (
         "uuid", "task_name", "status_label", "queue_name", "max_retries", "created", "eta_at",
         "finished", "duration", "task_progress", "group_link", "chain", "call_args",
-        "call_kwargs",
+        "call_kwargs", "concurrency_key",
     )
     inlines = (TryInline, ResultInline)
     actions = ("retry", "cancel")
@@ -279,6 +280,10 @@ class TaskExecutionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: TaskExecution) -> SafeString:
+        """The status; a parked execution says which limit it waits for."""
+        if obj.wait_reason:
+            return format_html('{} <span class="i3-mono" title="parked by a limit">{}</span>',
+                               status_badge(obj.status), obj.wait_reason)
         return status_badge(obj.status)
 
     @admin.display(description="tries", ordering="_tries")

@@ -179,13 +179,16 @@ def _check_time_limits(conf: I3TasksSettings) -> list[Error | Warning]:
         limit = getattr(task, "time_limit", None)
         if limit is None:
             continue
-        if limit >= conf.lease_seconds:
+        lease = getattr(task, "lease_seconds", None)
+        where = "its lease_seconds" if lease is not None else "I3TASKS.lease_seconds"
+        lease = lease if lease is not None else conf.lease_seconds
+        if limit >= lease:
             warnings.append(_warning(
-                f"Task {task.name} has time_limit={limit:g} s, not below I3TASKS.lease_seconds = "
-                f"{conf.lease_seconds}: a try still running after its lease may be claimed "
+                f"Task {task.name} has time_limit={limit:g} s, not below {where} = "
+                f"{lease:g}: a try still running after its lease may be claimed "
                 "and run again by another delivery.",
-                "Raise lease_seconds above the longest time_limit, or lower the time_limit.",
-                "time_limit_lease"))
+                "Raise lease_seconds (the task's or I3TASKS') above the time_limit, or lower "
+                "the time_limit.", "time_limit_lease"))
         queue = queues.get(task.queue_name or conf.default_queue.queue_name)
         if (isinstance(queue, PushQueue) and _number(queue.ack_deadline_seconds, 10, 600)
                 and limit >= queue.ack_deadline_seconds):

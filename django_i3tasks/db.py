@@ -7,12 +7,15 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, time
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 from typing import Any, cast
 
 from django.db import IntegrityError, connections, router, transaction
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from . import queries
 
@@ -385,3 +388,23 @@ def fetch_one(sql: str, params: list[Any], using: str) -> tuple:
     with bound_cursor(connections[using]) as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def claim_row(cursor: Any, connection: Any) -> tuple[tuple | None, bool]:
+    """``(row, claimed)`` of a claim statement just run (``queries.claim_try``): with
+    ``RETURNING`` the returned row says it (SQLite sets no rowcount before a fetch)."""
+    if connection.features.can_return_columns_from_insert:
+        row = cursor.fetchone()
+        return row, row is not None
+    return None, cursor.rowcount > 0
+
+
+def row_moment(row: tuple | None) -> datetime | None:
+    """The first column of a hand-written statement's row as an aware datetime, or ``None``
+    (SQLite gives timestamps as text in UTC)."""
+    value = row[0] if row else None
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if isinstance(value, datetime) and timezone.is_naive(value):
+        value = value.replace(tzinfo=dt_timezone.utc)
+    return value if isinstance(value, datetime) else None

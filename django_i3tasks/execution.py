@@ -16,8 +16,9 @@ inline/recording outboxes.
    escapes, and the try's lease brings it back.
 
 Retries are new messages, one per try: the current message is acknowledged, and the next
-try's message answers "not due" (non-2xx for push, a longer lease for pull) until its backoff
-has passed, so Pub/Sub's own redelivery does the waiting; there is no delayed delivery to use.
+try's message is held until due by whoever receives it when its backoff is short enough
+(``timing``), else answered "not due" (non-2xx for push, a longer lease for pull) until its
+backoff has passed, so Pub/Sub's own redelivery does the waiting.
 """
 
 from __future__ import annotations
@@ -26,16 +27,20 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from . import lifecycle, outbox, tracing
+from . import lifecycle, outbox, timing, tracing
 from .conf import get_queue, topic_id
 from .exceptions import TaskNotRegistered
 from .messages import TaskMessage
 from .metadata import RunningTry, TaskMetadata
 from .outcome import Outcome, OutcomeStatus
 from .registry import registry
+
+if TYPE_CHECKING:
+    from .task import Task
 
 __all__ = ["Outcome", "OutcomeStatus", "run_message"]
 
@@ -45,7 +50,8 @@ _NOT_RECORDED = (KeyboardInterrupt, GeneratorExit)
 
 
 def run_message(
-    message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None = None
+    message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None = None, *,
+    hold: float = 0.0, sleep: bool = True,
 ) -> Outcome:
     """Claim, run and record the try a message names; returns once the messages it sent
     (next try, chain steps, group callback) left or failed to (``outbox.delivering``), so the
@@ -53,9 +59,14 @@ def run_message(
 
     ``on_claim`` receives the claim token before the task runs: the pull worker keeps it to
     give the try back (``lifecycle.release_claim``) if it must stop before the task finishes.
+
+    ``hold``: a try due within that many seconds is waited for here, then claimed
+    (``timing``: countdowns and retries to the second); a later one is answered "not due".
+    With ``sleep=False`` (the pull worker, which waits on a timer instead of in a task
+    thread) one due within ``hold`` is answered "not due" with ``retry_after``, unparked.
     """
     with outbox.delivering():
-        return _run(message, on_claim)
+        return _run(message, on_claim, hold, sleep)
 
 
 def not_registered(name: str) -> TaskNotRegistered:
@@ -66,7 +77,26 @@ def not_registered(name: str) -> TaskNotRegistered:
     )
 
 
-def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> Outcome:
+def _claim(task: Task[..., Any], message: TaskMessage, hold: float, sleep: bool
+           ) -> uuid.UUID | Outcome:
+    """Claim the try, admitted by the task's limits; a try due within ``hold`` seconds (a
+    countdown, a retry's backoff, the next start a rate limit allows) is waited for here when
+    ``sleep``, else answered "not due" with ``retry_after`` for the caller to wait."""
+    limits = (lifecycle.Limits(task.concurrency_limit, task.rate) if task.limited else None)
+    deadline = time.monotonic() + hold
+    while True:
+        claimed = lifecycle.claim(message, task.lease_seconds, limits,
+                                  hold=max(0.0, deadline - time.monotonic()))
+        if not sleep or not isinstance(claimed, Outcome):
+            return claimed
+        wait = timing.holdable(claimed, deadline - time.monotonic())
+        if wait is None:
+            return claimed
+        timing.sleep_until_due(wait)
+
+
+def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None,
+         hold: float, sleep: bool) -> Outcome:
     task = registry.get(message.task_name)
     if task is None:
         return lifecycle.fail_unrunnable(message, not_registered(message.task_name))
@@ -75,7 +105,7 @@ def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> 
         expired = lifecycle.expire(message)
         if expired is not None:
             return expired
-    claimed = lifecycle.claim(message)
+    claimed = _claim(task, message, hold, sleep)
     if isinstance(claimed, Outcome):
         return claimed
     token = claimed
@@ -112,8 +142,9 @@ def _run(message: TaskMessage, on_claim: Callable[[uuid.UUID], None] | None) -> 
                 retry_in=policy.decide(exc, message.try_number,
                                        immediate=outbox.get_outbox().immediate),
                 duration=time.monotonic() - began, progress=running.held_progress(),
+                limited=task.limited,
             )
         return lifecycle.record_success(
             message, token, value, on_success=then, duration=time.monotonic() - began,
-            progress=running.held_progress(),
+            progress=running.held_progress(), limited=task.limited,
         )

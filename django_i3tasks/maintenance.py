@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from . import outbox
@@ -42,6 +42,9 @@ class Health:
     #: stay queued; the beat's recovery sweep publishes them again). Reported, but not counted
     #: as unhealthy: restarting this instance would not make Pub/Sub reachable.
     publish_failed_last_hour: int = 0
+    #: Executions parked by a ``concurrency_limit``/``rate_limit``, by reason
+    #: (``concurrency:KEY``, ``rate:KEY``). Waiting for a slot is not unhealthy.
+    parked: dict[str, int] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -57,7 +60,7 @@ def health_report() -> Health:
     return Health(
         stuck_queued=TaskExecutionTry.objects.filter(
             status=TryStatus.QUEUED, not_before__lt=now - window
-        ).count(),
+        ).exclude(execution__status=ExecutionStatus.WAITING).count(),
         stuck_running=TaskExecutionTry.objects.filter(
             status=TryStatus.RUNNING, lease_expires_at__lt=now
         ).count(),
@@ -65,6 +68,11 @@ def health_report() -> Health:
             status=ExecutionStatus.FAILED, finished_at__gte=now - timedelta(hours=1)
         ).count(),
         publish_failed_last_hour=outbox.recent_failures(3600),
+        parked=dict(
+            TaskExecution.objects.filter(status=ExecutionStatus.WAITING)
+            .exclude(wait_reason="").values("wait_reason").annotate(n=Count("pk"))
+            .values_list("wait_reason", "n")
+        ),
     )
 
 

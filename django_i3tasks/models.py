@@ -16,9 +16,10 @@ from django.utils import timezone
 
 
 class ExecutionStatus(models.TextChoices):
-    #: A chain step or group callback waiting for what comes before it.
+    #: A chain step or group callback waiting for what comes before it, or an execution
+    #: parked by a concurrency or rate limit (``wait_reason`` says which).
     WAITING = "waiting", "waiting"
-    #: Delayed (``countdown``/``eta``): the beat releases it when it is due.
+    #: Delayed (``countdown``/``eta``) beyond the hold limit: the beat releases it when due.
     SCHEDULED = "scheduled", "scheduled"
     #: Published; its current try is queued, running, or waiting for its backoff.
     PENDING = "pending", "pending"
@@ -185,6 +186,11 @@ class TaskExecution(models.Model):
     handler_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="failure_handlers"
     )
+    #: The task's ``concurrency_key`` for this call ("" for none): limits count per key.
+    concurrency_key = models.CharField(max_length=200, blank=True, default="")
+    #: Why a *waiting* execution waits when it is parked by a limit (``concurrency:KEY``,
+    #: ``rate:KEY``); "" for a chain step or group callback, and once it runs.
+    wait_reason = models.CharField(max_length=255, blank=True, default="")
 
     objects = ExecutionQuerySet.as_manager()
 
@@ -200,6 +206,8 @@ class TaskExecution(models.Model):
         indexes = [
             models.Index(fields=["status", "created_at"], name="i3_exec_status_created"),
             models.Index(fields=["task_name", "created_at"], name="i3_exec_task_created"),
+            models.Index(fields=["task_name", "concurrency_key", "status"],
+                         name="i3_exec_task_key_status"),
             models.Index(fields=["created_at"], name="i3_exec_created"),
             models.Index(fields=["status", "eta"], name="i3_exec_status_eta"),
             # Health ("failed in the last hour") and the clean-up's batches (migration 0007).

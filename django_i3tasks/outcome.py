@@ -34,6 +34,9 @@ class OutcomeStatus(str, enum.Enum):
     CANCELLED = "cancelled"
     #: The execution was not started by its ``expires`` time; it never runs. Acknowledged.
     EXPIRED = "expired"
+    #: Over the task's ``concurrency_limit`` or ``rate_limit``: not a try; the execution
+    #: waits (``detail`` says why) and is delivered again when a slot frees.
+    OVER_LIMIT = "over_limit"
 
 
 @dataclass(frozen=True)

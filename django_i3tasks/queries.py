@@ -41,24 +41,64 @@ def claim_try(connection: Any) -> str:
     claim was won; where the database can (``RETURNING``), the row also gives the try's
     ``not_before`` (when it was due: the queue delay of metrics).
     """
-    def build() -> str:
-        column = _columns(TaskExecutionTry, connection, "status", "started_at",
-                          "lease_expires_at", "claim_token", "claims", "id", "execution",
-                          "number", "not_before")
-        table = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
-        return (
-            f"UPDATE {table} SET {column['status']} = %s, "
-            f"{column['started_at']} = %s, {column['lease_expires_at']} = %s, "
-            f"{column['claim_token']} = %s, {column['claims']} = {column['claims']} + 1 "
-            f"WHERE {column['id']} = %s AND {column['execution']} = %s "
-            f"AND {column['number']} = %s AND (({column['status']} = %s "
-            f"AND {column['not_before']} <= %s) OR ({column['status']} = %s "
-            f"AND {column['lease_expires_at']} < %s))"
-            + (f" RETURNING {column['not_before']}"
-               if connection.features.can_return_columns_from_insert else "")
-        )
+    return str(_cached(("claim_try", connection.alias),
+                       lambda: _claim_update(connection) + _claim_returning(connection)))
 
-    return str(_cached(("claim_try", connection.alias), build))
+
+def _claim_update(connection: Any) -> str:
+    column = _columns(TaskExecutionTry, connection, "status", "started_at",
+                      "lease_expires_at", "claim_token", "claims", "id", "execution",
+                      "number", "not_before")
+    table = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
+    return (
+        f"UPDATE {table} SET {column['status']} = %s, "
+        f"{column['started_at']} = %s, {column['lease_expires_at']} = %s, "
+        f"{column['claim_token']} = %s, {column['claims']} = {column['claims']} + 1 "
+        f"WHERE {column['id']} = %s AND {column['execution']} = %s "
+        f"AND {column['number']} = %s AND (({column['status']} = %s "
+        f"AND {column['not_before']} <= %s) OR ({column['status']} = %s "
+        f"AND {column['lease_expires_at']} < %s))"
+    )
+
+
+def _claim_returning(connection: Any) -> str:
+    """``RETURNING not_before`` where the database has it (PostgreSQL, SQLite 3.35+)."""
+    if not connection.features.can_return_columns_from_insert:
+        return ""
+    return " RETURNING " + _columns(TaskExecutionTry, connection, "not_before")["not_before"]
+
+
+def claim_limited(connection: Any, *, concurrency: bool, rate: bool) -> str:
+    """``claim_try`` admitted by the task's limits, in the same statement: fewer than the
+    limit of its tries (of its ``concurrency_key``) running under an unexpired lease, and
+    fewer than the rate's starts since the period began. One statement, so it is atomic on
+    SQLite; on PostgreSQL the caller holds the key's advisory lock (``admission``).
+
+    Parameters: those of ``claim_try``; then with ``concurrency``: task name, key, running
+    status, now, limit; then with ``rate``: task name, key, period start, starts allowed.
+    """
+    def build() -> str:
+        quote = connection.ops.quote_name
+        tries = quote(TaskExecutionTry._meta.db_table)
+        executions = quote(TaskExecution._meta.db_table)
+        column = _columns(TaskExecutionTry, connection, "status", "lease_expires_at",
+                          "started_at", "execution")
+        ex = _columns(TaskExecution, connection, "id", "task_name", "concurrency_key")
+
+        def count(condition: str) -> str:
+            return (f" AND (SELECT COUNT(*) FROM {tries} lt JOIN {executions} le "
+                    f"ON lt.{column['execution']} = le.{ex['id']} "
+                    f"WHERE le.{ex['task_name']} = %s AND le.{ex['concurrency_key']} = %s "
+                    f"AND {condition}) < %s")
+
+        sql = _claim_update(connection)
+        if concurrency:
+            sql += count(f"lt.{column['status']} = %s AND lt.{column['lease_expires_at']} >= %s")
+        if rate:
+            sql += count(f"lt.{column['started_at']} > %s")
+        return sql + _claim_returning(connection)
+
+    return str(_cached(("claim_limited", connection.alias, concurrency, rate), build))
 
 
 def succeed_try(connection: Any, *, progress_cast: str | None, value_column: str,

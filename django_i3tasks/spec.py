@@ -67,6 +67,8 @@ class ExecutionSpec:
     on_failure: list[dict[str, Any]] | None = None
     #: A failure handler's execution: the id of the execution it hangs on.
     handler_of: int | None = None
+    #: The task's ``concurrency_key`` for this call (``None``: no key).
+    concurrency_key: str | None = None
 
     @property
     def waits(self) -> bool:
@@ -298,3 +300,62 @@ def when(countdown_seconds: float | None, at: datetime | None,
             "the task could never run"
         )
     return at, expires_at
+
+
+# --- limits -----------------------------------------------------------------------------------
+
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def concurrency_limit(value: Any) -> int | None:
+    """``concurrency_limit``: tries of the task (per key) running at once, 1 or more."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TaskUsageError(f"concurrency_limit must be an int, got {value!r}")
+    if value < 1:
+        raise InvalidTaskOption(f"concurrency_limit must be at least 1, got {value!r}")
+    return value
+
+
+def rate_limit(value: Any) -> tuple[int, float] | None:
+    """``rate_limit="N/s"`` (or ``/m``, ``/h``): ``(N, period seconds)``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TaskUsageError(f"rate_limit must be a str like '10/s', got {value!r}")
+    count, _, unit = value.strip().partition("/")
+    if not count.strip().isdigit() or unit.strip() not in _PERIODS:
+        raise InvalidTaskOption(f"rate_limit must be 'N/s', 'N/m' or 'N/h', got {value!r}")
+    if int(count) < 1:
+        raise InvalidTaskOption(f"rate_limit must allow at least 1 start, got {value!r}")
+    return int(count), _PERIODS[unit.strip()]
+
+
+def key_function(value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TaskUsageError(f"concurrency_key must be a function of the task's arguments, "
+                             f"got {value!r}")
+    return value
+
+
+#: Longest ``concurrency_key`` value (the column's size).
+MAX_KEY = 200
+
+
+def concurrency_key_of(name: str, key: Any, args: Sequence[Any], kwargs: dict[str, Any]
+                       ) -> str | None:
+    """The call's key: ``key(*args, **kwargs)``, a str or ``None``; ``TaskUsageError`` when
+    it raises or returns anything else (checked at ``.delay()``, before anything is
+    written)."""
+    if key is None:
+        return None
+    try:
+        value = key(*args, **kwargs)
+    except Exception as exc:
+        raise TaskUsageError(f"{name}: concurrency_key raised {type(exc).__name__}: {exc}"
+                             ) from exc
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_KEY):
+        raise TaskUsageError(f"{name}: concurrency_key must return a str of at most "
+                             f"{MAX_KEY} characters or None, got {value!r}")
+    return value

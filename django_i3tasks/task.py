@@ -53,7 +53,9 @@ class Task(Generic[P, R]):
     without success),
     ``time_limit`` (seconds a try may run), ``retry_on`` (only these errors are retried),
     ``give_up_on`` (these never are), ``expires`` (seconds after it is due within which it
-    must start), ``retry_backoff=(min_s, max_s)`` and ``retry_jitter``. Per call, through
+    must start), ``retry_backoff=(min_s, max_s)`` and ``retry_jitter``; limits
+    (``concurrency_limit``, ``concurrency_key``, ``rate_limit``) and ``lease_seconds``
+    (``docs/limits-and-timing.md``). Per call, through
     ``using()``: ``queue_name``, ``countdown``, ``eta``, ``expires``, ``unique_key``,
     ``group``.
     """
@@ -71,6 +73,14 @@ class Task(Generic[P, R]):
     retry_backoff: tuple[float, float] | None = None
     retry_jitter: bool = True
     on_failure: Task[..., Any] | None = None
+    #: Limits (``lifecycle.admission``, ``docs/limits-and-timing.md``): at most
+    #: ``concurrency_limit`` tries running at once, per ``concurrency_key(*args, **kwargs)``
+    #: when given; at most ``rate_limit`` ("N/s", "N/m", "N/h") starts per period.
+    concurrency_limit: int | None = None
+    concurrency_key: Callable[..., str | None] | None = None
+    rate_limit: str | None = None
+    #: Seconds a claimed try is leased (overrides ``I3TASKS.lease_seconds``).
+    lease_seconds: float | None = None
     # Per call (``using()``); ``call_expires`` is ``using(expires=...)``.
     countdown: float | None = None
     eta: datetime | None = None
@@ -79,6 +89,8 @@ class Task(Generic[P, R]):
     group: TaskGroup | None = None
     #: The dotted path the task is registered and enqueued under.
     name: str = field(init=False)
+    #: ``rate_limit`` parsed: ``(starts, period seconds)``.
+    rate: tuple[int, float] | None = field(init=False)
     _signature: inspect.Signature | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +117,10 @@ class Task(Generic[P, R]):
             "eta": specs.eta(self.eta),
             "call_expires": specs.call_expiry(self.call_expires),
             "unique_key": specs.unique_key(self.unique_key),
+            "concurrency_limit": specs.concurrency_limit(self.concurrency_limit),
+            "concurrency_key": specs.key_function(self.concurrency_key),
+            "rate": specs.rate_limit(self.rate_limit),
+            "lease_seconds": specs.seconds("lease_seconds", self.lease_seconds),
             "_signature": _signature_of(func),
             "__doc__": func.__doc__,
             "__name__": getattr(func, "__name__", repr(func)),
@@ -132,7 +148,9 @@ class Task(Generic[P, R]):
 
     def sync_run(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run inline in this process and return the function's value (an ``async def``
-        task is run to completion). Like calling the function: no time limit, no retries."""
+        task is run to completion). Like calling the function: no time limit, no retries,
+        and exempt from ``concurrency_limit``/``rate_limit`` (nothing is claimed, so nothing
+        is counted: the caller runs it on purpose, here and now)."""
         return self.run(args, kwargs, self._inline_metadata())
 
     def run(self, args: Sequence[Any], kwargs: dict[str, Any], metadata: TaskMetadata, *,
@@ -171,6 +189,11 @@ class Task(Generic[P, R]):
         return get_settings().default_max_retries
 
     @property
+    def limited(self) -> bool:
+        """Whether a try must be admitted (``concurrency_limit`` or ``rate_limit``)."""
+        return self.concurrency_limit is not None or self.rate is not None
+
+    @property
     def retry_policy(self) -> RetryPolicy:
         """When a failed try of this task is retried (``retry.RetryPolicy``)."""
         return RetryPolicy(
@@ -195,8 +218,9 @@ class Task(Generic[P, R]):
         not given keep their value.
 
         - ``queue_name``: another configured queue.
-        - ``countdown`` (seconds) / ``eta`` (aware datetime): start no earlier (the beat
-          releases it, to the minute).
+        - ``countdown`` (seconds) / ``eta`` (aware datetime): start no earlier; within the
+          queue's hold limit it starts to the second (``timing``), beyond it the beat
+          releases it, to the minute.
         - ``expires``: seconds or a timedelta counted from when it is due (``eta``, else
           now), or an aware datetime; not started by then, it never runs (status
           ``expired``). Overrides the task's ``expires=``.
@@ -262,7 +286,8 @@ class Task(Generic[P, R]):
         specs.payload(self.name, args, kwargs)
         if self._signature is not None:
             specs.bind_arguments(self.name, self._signature, args, kwargs, bound=self.bind)
-        return dataclasses.replace(template, args=args, kwargs=kwargs)
+        key = specs.concurrency_key_of(self.name, self.concurrency_key, args, kwargs)
+        return dataclasses.replace(template, args=args, kwargs=kwargs, concurrency_key=key)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Enqueue a call: check the arguments (``TypeError`` naming the problem, before
@@ -364,6 +389,10 @@ def TaskDecorator(
     retry_backoff: tuple[float, float] | None = None,
     retry_jitter: bool = True,
     on_failure: Task[..., Any] | None = None,
+    concurrency_limit: int | None = None,
+    concurrency_key: Callable[..., str | None] | None = None,
+    rate_limit: str | None = None,
+    lease_seconds: float | None = None,
 ) -> _Decorator: ...
 
 

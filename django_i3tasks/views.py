@@ -39,6 +39,7 @@ from .maintenance import health_report
 from .messages import TaskMessage, parse_push_body
 from .models import ExecutionStatus, TaskExecution
 from .results import TaskResult
+from .timing import hold_limit
 from .types import PushQueue
 
 logger = logging.getLogger(__name__)
@@ -113,11 +114,11 @@ def read_body(request: HttpRequest, limit: int) -> bytes | None:
 
 
 _NACK_STATUS = {OutcomeStatus.NOT_DUE: 503, OutcomeStatus.RUNNING: 409,
-                OutcomeStatus.SUPERSEDED: 409}
+                OutcomeStatus.SUPERSEDED: 409, OutcomeStatus.OVER_LIMIT: 429}
 #: How each "deliver again" outcome is logged. A superseded try was logged at WARNING, with
 #: its reason, when it was found (``lifecycle``): its answer only at DEBUG.
 _NACK_LEVEL = {OutcomeStatus.NOT_DUE: logging.INFO, OutcomeStatus.RUNNING: logging.INFO,
-               OutcomeStatus.SUPERSEDED: logging.DEBUG}
+               OutcomeStatus.OVER_LIMIT: logging.INFO, OutcomeStatus.SUPERSEDED: logging.DEBUG}
 
 
 def outcome_response(outcome: Outcome, message: TaskMessage | None = None,
@@ -159,7 +160,8 @@ def push(request: HttpRequest) -> JsonResponse:
     if not isinstance(queue, PushQueue):
         return error(200, "pull_queue",
                      f"queue {message.queue_name!r} is a pull queue: its worker runs it")
-    return outcome_response(run_message(message), message, request)
+    return outcome_response(run_message(message, hold=hold_limit(queue.queue_name)),
+                            message, request)
 
 
 @endpoint("POST")
@@ -182,8 +184,9 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
 
     ``status`` is the execution's (``waiting``, ``scheduled``, ``pending``, ``success``,
     ``failed``, ``skipped``, ``cancelled``, ``expired``), ``state`` the same with
-    ``running`` for a pending execution whose try runs; ``progress`` is the latest try's
-    ``{"current", "total", "message"}`` (or null)."""
+    ``running`` for a pending execution whose try runs; ``waiting_for`` says which limit a
+    parked execution waits for (``concurrency:KEY``, ``rate:KEY``, else null); ``progress``
+    is the latest try's ``{"current", "total", "message"}`` (or null)."""
     token = get_settings().status_token
     check_token(request, token)
     executions = TaskExecution.objects.select_related("result", "group")
@@ -213,6 +216,7 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
         "queue": result.queue_name,
         "status": result.recorded_status,
         "state": result.status,
+        "waiting_for": execution.wait_reason or None,
         "created_at": result.enqueued_at.isoformat(),
         "finished_at": _iso(result.finished_at),
         "expires_at": _iso(result.expires_at),

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
-from . import transport
+from . import timing, transport
 from .conf import get_queue, get_settings, pubsub_config
 from .exceptions import WorkerError
 from .execution import run_message
@@ -55,6 +55,7 @@ from .logs import error_summary
 from .messages import InvalidMessage, TaskMessage
 from .outcome import OutcomeStatus
 from .provisioning import dead_letter_path
+from .registry import registry
 from .types import PullQueue
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,12 @@ class WorkerOptions:
 def jittered(value: float, rng: random.Random | None = None) -> float:
     """``value`` lowered by up to ``JITTER`` of itself."""
     return value * (1 - JITTER * (rng or random).random())
+
+
+def _task_leases() -> list[float]:
+    """The tasks' own ``lease_seconds``: the client extends a message's lease that long."""
+    return [task.lease_seconds for task in registry.all()
+            if getattr(task, "lease_seconds", None) is not None]
 
 
 def find_pull_queue(queue_name: str) -> PullQueue:
@@ -199,6 +206,10 @@ class Worker:
             raise WorkerError("--grace-period must not be negative")
         self.options = options
         self.queue = find_pull_queue(options.queue_name)
+        #: Tries due within this are held on a timer (``timing``), not handed back.
+        self._hold = min(timing.hold_limit(self.queue.queue_name),
+                         float(get_settings().lease_seconds))
+        self._executor: ThreadPoolExecutor | None = None
         self.out = out or sys.stdout
         self.stats = Stats()
         self.stop_reason: str | None = None
@@ -268,7 +279,8 @@ class Worker:
             self._running[message.ack_id] = running
         _tidy_connections()
         try:
-            outcome = run_message(task_message, on_claim=running.claimed)
+            outcome = run_message(task_message, on_claim=running.claimed,
+                                  hold=self._hold, sleep=False)
         except DatabaseError as exc:
             # As the push view's database_unavailable: an outage fails every message, so one
             # WARNING each and the traceback at DEBUG.
@@ -286,6 +298,9 @@ class Worker:
             if outcome.status in (OutcomeStatus.SUCCESS, OutcomeStatus.RETRY,
                                   OutcomeStatus.FAILED):
                 self._count_task()
+        elif timing.holdable(outcome, self._hold) is not None:
+            self.stats.add("held")
+            self._hold_until_due(message, outcome.retry_after or 0.0)
         else:
             # Not due yet or running elsewhere: the push view's designed answers. The try's
             # own line is written when it runs; this one only at DEBUG.
@@ -295,6 +310,23 @@ class Worker:
                          task_message.try_number, outcome.status.value, after)
             self.stats.add("deferred")
             self._redeliver(message, after)
+
+    def _hold_until_due(self, message: Any, seconds: float) -> None:
+        """Run the message again when its try is due (``timing``): it stays leased (the
+        client extends its lease) and a timer hands it back to the pool, so no task thread
+        waits for it."""
+        def resubmit() -> None:
+            executor = self._executor
+            try:
+                if executor is None:
+                    raise RuntimeError("not running")
+                executor.submit(self.handle, message)
+            except RuntimeError:  # the pool is shut down: the worker is stopping
+                message.nack()
+
+        timer = threading.Timer(seconds, resubmit)
+        timer.daemon = True
+        timer.start()
 
     def _count_task(self) -> None:
         if self.max_tasks is not None and self.stats.processed >= self.max_tasks:
@@ -367,10 +399,11 @@ class Worker:
         subscriber = transport.subscriber_client()
         executor = ThreadPoolExecutor(max_workers=concurrency,
                                       thread_name_prefix=f"i3tasks-{self.queue.queue_name}")
+        self._executor = executor
         flow = pubsub_v1.types.FlowControl(
             max_messages=LEASED_PER_THREAD * concurrency,
             max_lease_duration=max(get_settings().lease_seconds,
-                                   self.queue.ack_deadline_seconds),
+                                   self.queue.ack_deadline_seconds, *_task_leases()),
         )
         limits = "".join([
             f" max_tasks={self.max_tasks}" if self.max_tasks else "",

@@ -10,6 +10,7 @@ delivery finds nothing left to change and changes nothing. The transitions take 
 - ``graph``: chains and groups (what an execution's end releases, skips or counts, and the
   values ``pipe`` and ``pass_results`` hand over);
 - ``handlers``: failure handlers (what an end without success enqueues);
+- ``admission``: concurrency and rate limits, decided in the claim;
 - ``control``: cancel, expire, progress and the admin's retry.
 
 Each module's docstring draws the part of the state diagram it implements. Messages go to the
@@ -17,6 +18,7 @@ outbox, which sends them after the transaction commits; signals follow the trans
 they fire once per change.
 """
 
+from .admission import Limits
 from .control import cancel, cancel_requested, expire, retry, write_progress
 from .enqueue import enqueue, enqueue_many, release, republish
 from .graph import add_step, create_group, member_failed, member_succeeded, release_next
@@ -31,7 +33,7 @@ from .tries import (
 )
 
 __all__ = [
-    "add_step", "attach_failure_handler", "cancel", "cancel_requested", "claim",
+    "Limits", "add_step", "attach_failure_handler", "cancel", "cancel_requested", "claim",
     "create_group", "enqueue",
     "enqueue_many", "error_fields", "expire", "fail_unrunnable", "member_failed",
     "member_succeeded", "record_failure", "record_success", "release", "release_claim",

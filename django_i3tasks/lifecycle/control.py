@@ -52,6 +52,11 @@ def cancel(execution_id: int) -> bool:
             status=ExecutionStatus.CANCELLED, finished_at=now, cancel_requested_at=now,
         )
         if rows:
+            # A parked execution (``admission``) has a queued try: a later delivery must
+            # find nothing to claim.
+            TaskExecutionTry.objects.filter(execution_id=execution_id,
+                                            status=TryStatus.QUEUED).update(
+                status=TryStatus.CANCELLED, finished_at=now)
             ended(execution_id, *rows[0])
             return True
         flagged = update_returning(

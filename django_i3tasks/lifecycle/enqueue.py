@@ -2,8 +2,9 @@
 
 ::
 
-    spec ──enqueue──▶ pending (first try queued, message sent)
-                  └─▶ scheduled (eta in the future) ──release──▶ pending
+    spec ──enqueue──▶ pending (first try queued, message sent; an eta within the queue's
+                  │          hold limit: the try is due then, held by its receiver)
+                  └─▶ scheduled (eta further away) ──release──▶ pending
                   └─▶ waiting (chain step, group callback) ──release──▶ pending
 
 - **enqueue** writes one execution from an ``ExecutionSpec`` (validated by the public API).
@@ -30,7 +31,7 @@ from django.db import IntegrityError, router, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from .. import outbox, signals
+from .. import outbox, signals, timing
 from ..db import insert_linked, insert_many_linked, update_returning
 from ..messages import TaskMessage
 from ..models import (
@@ -76,10 +77,11 @@ def enqueue(spec: ExecutionSpec) -> TaskExecution:
                          f"{spec.unique_key!r}")
 
 
-def _status(spec: ExecutionSpec, now: datetime) -> str:
+def _status(spec: ExecutionSpec, now: datetime, sink: outbox.Outbox) -> str:
     if spec.waits:
         return cast(str, ExecutionStatus.WAITING)
-    if spec.eta is not None and spec.eta > now:
+    if (spec.eta is not None and spec.eta > now
+            and (sink.runs_in_process or not timing.publish_now(spec.eta, now, spec.queue_name))):
         return cast(str, ExecutionStatus.SCHEDULED)
     return PENDING
 
@@ -94,7 +96,8 @@ def positions(group_id: int, count: int) -> int:
 
 def _write(spec: ExecutionSpec) -> TaskExecution:
     sink = outbox.get_outbox()
-    status = _status(spec, timezone.now())
+    now = timezone.now()
+    status = _status(spec, now, sink)
     execution = TaskExecution(
         task_name=spec.task_name, queue_name=spec.queue_name, args=list(spec.args),
         kwargs=dict(spec.kwargs), status=status, max_retries=spec.max_retries, eta=spec.eta,
@@ -102,9 +105,13 @@ def _write(spec: ExecutionSpec) -> TaskExecution:
         expires_after=spec.expires_after, unique_key=spec.unique_key or "",
         pipe=spec.pipe, on_failure=spec.on_failure, handler_of_id=spec.handler_of,
         position=positions(spec.group_id, 1) if spec.ordered and spec.group_id else None,
+        concurrency_key=spec.concurrency_key or "",
     )
     if status == PENDING:
-        first_try = TaskExecutionTry(execution=execution, number=1)
+        # A short countdown is published now and held until due where it is received
+        # (``timing``): the first try is due at the eta.
+        first_try = TaskExecutionTry(execution=execution, number=1,
+                                     not_before=max(spec.eta or now, now))
         # PostgreSQL: both rows in one statement, atomic by itself, so outside a transaction
         # no BEGIN/COMMIT either (one round trip); the message still leaves after the commit.
         if not insert_linked(execution, first_try, "execution"):
@@ -159,6 +166,9 @@ def enqueue_many(
          "kwargs": spec.kwargs, "expires_at": spec.expires_at, "max_retries": spec.max_retries}
         for index, spec in enumerate(specs)
     ]
+    if any(spec.concurrency_key for spec in specs):  # a column only the limited tasks need
+        for row, spec in zip(rows, specs, strict=True):
+            row["concurrency_key"] = spec.concurrency_key or ""
     common: dict[str, Any] = {
         "status": PENDING, "group_id": specs[0].group_id if specs else None, "created_at": now,
     }

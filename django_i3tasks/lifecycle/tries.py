@@ -25,16 +25,14 @@ import logging
 import traceback
 import uuid
 from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
 from typing import Any, cast
 
 from django.db import connections, router, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from .. import outbox, queries, signals
 from ..conf import get_settings
-from ..db import bound_cursor, fetch_one, prepared, update_returning
+from ..db import bound_cursor, claim_row, fetch_one, prepared, row_moment, update_returning
 from ..exceptions import TaskCancelled
 from ..messages import TaskMessage, to_json_value
 from ..models import (
@@ -46,6 +44,7 @@ from ..models import (
 )
 from ..outcome import Outcome, OutcomeStatus
 from ..spec import ExecutionSpec
+from . import admission
 from .enqueue import PENDING, enqueue
 from .graph import ENDED_FIELDS, ended, member_succeeded, release_next
 from .handlers import Failure, error_text
@@ -60,12 +59,17 @@ _CLAIM_FIELDS: tuple[Any, Any] = (TaskExecutionTry._meta.get_field("started_at")
                                    TaskExecutionTry._meta.get_field("claim_token"))
 
 
-def claim(message: TaskMessage, lease_seconds: float | None = None) -> uuid.UUID | Outcome:
+def claim(message: TaskMessage, lease_seconds: float | None = None,
+          limits: admission.Limits | None = None, *, hold: float = 0.0) -> uuid.UUID | Outcome:
     """Claim the try ``message`` names: its claim token, or the outcome saying why not.
 
     Only a queued try whose backoff has passed, or a running try whose lease expired (its
     worker died), can be claimed. The lease lasts ``lease_seconds`` (default: the settings').
+    A task with ``limits`` is admitted by them (``admission``; ``hold`` as there).
     """
+    if limits is not None:
+        admitted = admission.claim(message, limits, lease_seconds, hold=hold)
+        return _unclaimed(message, timezone.now()) if admitted is None else admitted
     now = timezone.now()
     token = uuid.uuid4()
     connection = connections[router.db_for_write(TaskExecutionTry)]
@@ -80,26 +84,12 @@ def claim(message: TaskMessage, lease_seconds: float | None = None) -> uuid.UUID
             message.try_id, message.execution_id, message.try_number,
             _QUEUED, at, _RUNNING, at,
         ])
-        if connection.features.can_return_columns_from_insert:
-            # With RETURNING the row says it (SQLite's rowcount is not set before a fetch).
-            row = cursor.fetchone()
-            claimed = row is not None
-        else:
-            row, claimed = None, cursor.rowcount > 0
+        row, claimed = claim_row(cursor, connection)
     if not claimed:
         return _unclaimed(message, now)
-    signals.started(message, due_at=_moment(row[0]) if row else None)
+    signals.started(message, due_at=row_moment(row))
     return token
 
-
-def _moment(value: Any) -> datetime | None:
-    """A timestamp column read by a hand-written statement, as an aware datetime (SQLite
-    gives text in UTC)."""
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    if isinstance(value, datetime) and timezone.is_naive(value):
-        value = value.replace(tzinfo=dt_timezone.utc)
-    return value if isinstance(value, datetime) else None
 
 
 def _unclaimed(message: TaskMessage, now: datetime) -> Outcome:
@@ -155,19 +145,22 @@ def _finish_try(message: TaskMessage, token: uuid.UUID, progress: dict[str, Any]
 def record_success(
     message: TaskMessage, token: uuid.UUID, value: Any, *,
     on_success: ExecutionSpec | None = None, duration: float = 0.0,
-    progress: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None, limited: bool = False,
 ) -> Outcome:
     """Record a successful try and what follows it, atomically: in one transaction, or on
     PostgreSQL, when nothing follows it, in one statement without a transaction around it.
 
     ``on_success`` is the spec of the task to enqueue with the recorded value as its only
     argument. A try that finishes although a cancel was requested while it ran is a success:
-    its work is done, and the request only asked it to stop early."""
+    its work is done, and the request only asked it to stop early. A ``limited`` task's
+    try frees its slot: the same transaction releases the next parked execution
+    (``admission.release_parked``)."""
     stored, is_repr = to_json_value(value)
     using = router.db_for_write(TaskExecutionTry)
     connection = connections[using]
     if (connection.vendor == "postgresql" and connection.get_autocommit()
             and not connection.in_atomic_block and message.group_id is None and on_success is None
+            and not limited
             and signals.package_receivers_only(signals.task_finished)):
         # Nothing needs a transaction around the statement (no group count, no on_success,
         # no project receiver of task_finished), so it runs alone, in autocommit: no BEGIN
@@ -182,6 +175,7 @@ def record_success(
         if not step_waits:
             return _superseded(message)
     with transaction.atomic(using=using):
+        key = admission.lock(message) if limited else None
         if connection.vendor == "postgresql":
             finished, updated, has_next = _succeed_in_one_statement(
                 message, token, stored, is_repr, progress, using
@@ -207,6 +201,8 @@ def record_success(
                 member_succeeded(message.group_id)
             if on_success is not None:
                 enqueue(dataclasses.replace(on_success, args=[stored]))
+        if key is not None:
+            admission.release_parked(message, key)
         signals.finished(message, OutcomeStatus.SUCCESS.value, duration, return_value=stored)
     return Outcome.of(message, OutcomeStatus.SUCCESS, True)
 
@@ -265,6 +261,7 @@ def error_fields(exc: BaseException) -> dict[str, str]:
 def record_failure(
     message: TaskMessage, token: uuid.UUID, exc: BaseException, *,
     retry_in: float | None, duration: float = 0.0, progress: dict[str, Any] | None = None,
+    limited: bool = False,
 ) -> Outcome:
     """Record a failed try: with ``retry_in`` seconds, write the next try (due then) and send
     its message; with ``None``, fail the execution for good (chain rest skipped, group
@@ -277,6 +274,7 @@ def record_failure(
     """
     error = error_fields(exc)
     with transaction.atomic():
+        key = admission.lock(message) if limited else None  # before any row lock
         flag = (
             TaskExecution.objects.select_for_update()
             .filter(pk=message.execution_id)
@@ -318,6 +316,8 @@ def record_failure(
                 ended(message.execution_id, has_next, group_id, handlers,
                       _failure(message, "failed", error))
             status = OutcomeStatus.FAILED
+        if key is not None:
+            admission.release_parked(message, key)
         signals.finished(message, status.value, duration, error_type=error["error_type"],
                          error_message=error["error_message"], retry_in=retry_in)
     if status == OutcomeStatus.RETRY:

@@ -70,7 +70,7 @@ def test_database_error_redelivers_later(monkeypatch, no_publish):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("retry_after, deadline", [(0.2, 1), (4.5, 5), (3600, 600), (None, 10)])
+@pytest.mark.parametrize("retry_after, deadline", [(3600, 600), (None, 10)])
 def test_not_due_sets_the_deadline_to_when_it_is_due(monkeypatch, no_publish, retry_after,
                                                      deadline):
     nap.delay("later")
@@ -78,7 +78,9 @@ def test_not_due_sets_the_deadline_to_when_it_is_due(monkeypatch, no_publish, re
     monkeypatch.setattr(worker, "run_message", lambda *a, **k: Outcome(
         OutcomeStatus.NOT_DUE, ack=False, retry_after=retry_after))
     message = FakeMessage(data, attributes)
-    _unit_worker().handle(message)
+    target = _unit_worker()
+    target._hold = 300.0  # due later than the worker holds (sooner: tests/db/test_limits.py)
+    target.handle(message)
     assert message.calls == [("modify_ack_deadline", deadline), ("drop", None)]
 
 

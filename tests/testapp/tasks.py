@@ -70,6 +70,7 @@ from tests.testapp import (  # noqa: E402,F401
     beat_tasks,
     chain_tasks,
     control_tasks,
+    limit_tasks,
     security_tasks,
     worker_tasks,
     workflow_tasks,
