@@ -71,7 +71,17 @@ def run(command: list[str], **kwargs) -> None:
 
 
 def start(port: int) -> Path:
+    """initdb and start; on any failure, stop what started and delete the directory."""
     where = Path(tempfile.mkdtemp(prefix="i3tasks-pg-"))
+    try:
+        _start(where, port)
+    except BaseException:
+        stop(where)
+        raise
+    return where
+
+
+def _start(where: Path, port: int) -> None:
     where.chmod(0o755)  # the server user reads the binaries copied here
     bin_dir = copy_binaries(where)
     data, sockets = where / "data", where / "sockets"
@@ -89,7 +99,6 @@ def start(port: int) -> Path:
     version = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True,
                              text=True).stdout.strip()
     print(f"throwaway {version} on 127.0.0.1:{port}")
-    return where
 
 
 def stop(where: Path) -> None:
