@@ -26,6 +26,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -85,7 +86,7 @@ def main() -> None:
         settings.I3TASKS.default_queue, push_endpoint=f"http://127.0.0.1:{port}/i3/tasks-push/",
         ack_deadline_seconds=10, min_retry_backoff_seconds=1, max_retry_backoff_seconds=5))
     ensure_pubsub()
-    log = open(f"/tmp/i3tasks-chaos-gunicorn-{os.getpid()}.log", "w")
+    log = open(Path(tempfile.gettempdir()) / f"i3tasks-chaos-gunicorn-{os.getpid()}.log", "w")
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "django.core.wsgi:get_wsgi_application()",
          "-b", f"127.0.0.1:{port}", "-w", "3", "--threads", "4", "--log-level", "warning"],
