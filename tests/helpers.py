@@ -92,6 +92,18 @@ def push_body_of(handle: Any) -> bytes:
     return push_envelope(data, attributes)
 
 
+def post_around_delivery(url: str, handle: Any, done: Callable[[], Any]) -> list[int]:
+    """Publish what is queued and post the push body of ``handle`` twice at once while the
+    emulator delivers it too, then once more after ``done()``; the HTTP statuses of the three
+    posts."""
+    body = push_body_of(handle)
+    transport.flush()
+    answers = post_at_once(url, body, 2)
+    wait_for(done)
+    # Once more after it finished: a duplicate, acknowledged.
+    return answers + post_at_once(url, body, 1)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; fail the test with a clear message on timeout."""
     deadline = time.monotonic() + timeout

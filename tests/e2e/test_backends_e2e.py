@@ -23,7 +23,7 @@ from asgiref.sync import async_to_sync
 from django_i3tasks import transport
 from django_i3tasks.backends import TaskResultStatus
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
-from tests.helpers import api_backend, post_at_once, push_body_of, wait_for
+from tests.helpers import api_backend, post_around_delivery, wait_for
 from tests.testapp import api_tasks, tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -88,12 +88,7 @@ def test_duplicate_delivery_of_an_api_task_runs_once(push_queue):
     """The emulator delivers the message while the test posts the same envelope twice more."""
     result = api_tasks.api_slow.enqueue("dup", 0.5)
     execution = TaskExecution.objects.get(uuid=result.id)
-    body = push_body_of(execution)
-    transport.flush()
-    answers = post_at_once(push_queue, body, 2)
-    wait_for(lambda: finished(result))
-    # Once more after it finished: a duplicate, acknowledged.
-    answers += post_at_once(push_queue, body, 1)
+    answers = post_around_delivery(push_queue, execution, lambda: finished(result))
     settle()
     assert tasks.CALLS["api_slow:dup"] == 1
     assert answers[-1] == 200 and all(code in (200, 409) for code in answers)
