@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    # Type-checked against Django 6's API (django-stubs); the backport has the same shape.
+try:
     from django.tasks import checks as _api_checks
     from django.tasks import signals as api_signals
     from django.tasks import task_backends
@@ -26,23 +25,9 @@ if TYPE_CHECKING:
     from django.tasks.base import Task as ApiTaskDefinition
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
     from django.utils.json import normalize_json
-else:
-    try:
-        from django.tasks import checks as _api_checks
-        from django.tasks import signals as api_signals
-        from django.tasks import task_backends
-        from django.tasks.backends.base import BaseTaskBackend
-        from django.tasks.base import (
-            DEFAULT_TASK_QUEUE_NAME,
-            TaskContext,
-            TaskError,
-            TaskResult,
-            TaskResultStatus,
-        )
-        from django.tasks.base import Task as ApiTaskDefinition
-        from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-        from django.utils.json import normalize_json
-    except ImportError:
+except ImportError:
+    # Type-checked against Django 6's API (django-stubs); the backport has the same shape.
+    if not TYPE_CHECKING:
         try:
             # Django < 6: the backport. Importing its checks module registers the tasks
             # framework's system check even when "django_tasks" is not in INSTALLED_APPS.

@@ -17,9 +17,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .conf import PubSubConfig, get_settings, pubsub_config
 from .types import AnyQueue
@@ -29,6 +29,25 @@ logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _publisher: Any = None
 _publisher_key: tuple[Any, ...] | None = None
+_T = TypeVar("_T")
+
+
+class _OnePerProcess(Generic[_T]):
+    """This process's one ``make()`` (a sender or resender thread), made on first use; the
+    child forgets it after ``fork()``, as threads do not survive it."""
+
+    def __init__(self, make: Callable[[], _T]) -> None:
+        self.make = make
+        self.current: _T | None = None
+
+    def get(self) -> _T:
+        found = self.current
+        if found is None:
+            with _lock:
+                if self.current is None:
+                    self.current = self.make()
+                found = self.current
+        return found
 
 
 def _credentials(config: PubSubConfig) -> Any:
@@ -130,7 +149,7 @@ def publish_many(
     if not messages:
         return handover.future
     config = pubsub_config()
-    sender = _sender()
+    sender = _senders.get()
     topics: dict[str, str] = {}
     for index, (target, data, attributes) in enumerate(messages):
         topic = topics.get(target.queue_name)
@@ -280,7 +299,7 @@ class _Sender:
             ids = _publish_request(topic, [(item[1], item[2]) for item in batch], timeout,
                                    _publish_retry(timeout))
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
-            _resender().add(topic, batch)
+            _resenders.get().add(topic, batch)
             _settle(batch, [exc] * len(batch))
         else:
             _settle(batch, ids)
@@ -401,23 +420,13 @@ class _Resender:
                 wait = 0.0  # more may be waiting: go on at once
 
 
-_resender_thread: _Resender | None = None
-
-
-def _resender() -> _Resender:
-    global _resender_thread
-    resender = _resender_thread
-    if resender is None:
-        with _lock:
-            if _resender_thread is None:
-                _resender_thread = _Resender()
-            resender = _resender_thread
-    return resender
+_resenders: _OnePerProcess[_Resender] = _OnePerProcess(_Resender)
 
 
 def resend_pending() -> int:
     """Failed publishes of this process waiting to be sent again."""
-    return _resender_thread.pending() if _resender_thread is not None else 0
+    resender = _resenders.current
+    return resender.pending() if resender is not None else 0
 
 
 def _settle(batch: list[Any], outcomes: list[Any]) -> None:
@@ -429,18 +438,7 @@ def _settle(batch: list[Any], outcomes: list[Any]) -> None:
         handover.settle(settled)
 
 
-_sender_thread: _Sender | None = None
-
-
-def _sender() -> _Sender:
-    global _sender_thread
-    sender = _sender_thread
-    if sender is None:
-        with _lock:
-            if _sender_thread is None:
-                _sender_thread = _Sender()
-            sender = _sender_thread
-    return sender
+_senders: _OnePerProcess[_Sender] = _OnePerProcess(_Sender)
 
 
 @functools.lru_cache(maxsize=8)
@@ -466,8 +464,9 @@ def _stop(client: Any) -> None:
 def flush() -> None:
     """Send every batched message now and drop the client (management commands, tests)."""
     global _publisher, _publisher_key
-    if _sender_thread is not None:
-        _sender_thread.drain()
+    sender = _senders.current
+    if sender is not None:
+        sender.drain()
     with _lock:
         if _publisher is not None and _publisher_key and _publisher_key[0] == os.getpid():
             _stop(_publisher)
@@ -476,9 +475,9 @@ def flush() -> None:
 
 
 def _after_fork() -> None:
-    global _publisher, _publisher_key, _lock, _sender_thread, _resender_thread
-    _sender_thread = None  # threads do not survive fork(); queued items belong to the parent
-    _resender_thread = None
+    global _publisher, _publisher_key, _lock
+    _senders.current = None  # threads do not survive fork(); queued items belong to the parent
+    _resenders.current = None
     _publisher = None
     _publisher_key = None
     _lock = threading.Lock()

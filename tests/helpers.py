@@ -11,11 +11,17 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from django_i3tasks import transport
+from django_i3tasks.types import Schedule
+
+if TYPE_CHECKING:
+    from django_i3tasks.backends import PubSubBackend
 
 
 def pull_messages(path: str, wait: float = 2.0) -> list[Any]:
@@ -80,6 +86,24 @@ def message_of(handle: Any) -> Any:
     return TaskMessage.of(execution, *latest)
 
 
+def push_body_of(handle: Any) -> bytes:
+    """The push body Pub/Sub would send for the latest try of ``handle`` (see ``message_of``)."""
+    data, attributes = message_of(handle).encode()
+    return push_envelope(data, attributes)
+
+
+def post_around_delivery(url: str, handle: Any, done: Callable[[], Any]) -> list[int]:
+    """Publish what is queued and post the push body of ``handle`` twice at once while the
+    emulator delivers it too, then once more after ``done()``; the HTTP statuses of the three
+    posts."""
+    body = push_body_of(handle)
+    transport.flush()
+    answers = post_at_once(url, body, 2)
+    wait_for(done)
+    # Once more after it finished: a duplicate, acknowledged.
+    return answers + post_at_once(url, body, 1)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll until ``predicate()`` is truthy; fail the test with a clear message on timeout."""
     deadline = time.monotonic() + timeout
@@ -104,20 +128,23 @@ def http(
         return exc.code, dict(exc.headers), exc.read()
 
 
+def start_and_join(threads: list[threading.Thread]) -> None:
+    """Start every thread, then wait for all of them (so they run at once)."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def post_at_once(url: str, body: bytes, times: int) -> list[int]:
     """POST the same push body ``times`` times at once (threads); the HTTP statuses."""
-    import threading
-
     statuses: list[int] = []
 
     def post() -> None:
         statuses.append(http("POST", url, body, {"Content-Type": "application/json"})[0])
 
     threads = [threading.Thread(target=post) for _ in range(times)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    start_and_join(threads)
     return statuses
 
 
@@ -165,3 +192,64 @@ def drain(sent: list) -> None:
         message = sent.pop(0)
         TaskExecutionTry.objects.filter(pk=message.try_id).update(not_before=timezone.now())
         run_message(message)
+
+
+class Lines:
+    """A stream (``stdout``/``stderr`` of a command or worker) that keeps what is written, by
+    line."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.lines.extend(text.splitlines())
+
+    def flush(self) -> None:
+        pass
+
+
+def api_backend(alias: str = "default") -> PubSubBackend:
+    """Django's tasks API backend ``alias``, checked to be ours (a ``PubSubBackend``)."""
+    from django_i3tasks.backends import TASKS_API, PubSubBackend
+
+    if TASKS_API == "django.tasks":
+        from django.tasks import task_backends
+    else:
+        from django_tasks import task_backends
+    found = task_backends[alias]
+    assert isinstance(found, PubSubBackend)
+    return found
+
+
+def callback_messages(sent: list[Any], group: Any) -> list[Any]:
+    """The messages among ``sent`` that run ``group``'s callback."""
+    return [m for m in sent if m.execution_id == group.callback_id]
+
+
+# -- the beat: schedules of the test app's ``tick`` and times in UTC ------------------------
+
+UTC = dt_timezone.utc
+MINUTELY = Schedule("tests.testapp.beat_tasks", "tick", "* * * * *", ["minutely"])
+HOURLY = Schedule("tests.testapp.beat_tasks", "tick", "0 * * * *", ["hourly"])
+DAILY = Schedule("tests.testapp.beat_tasks", "tick", "30 3 * * *", ["daily"])
+
+
+def at(text: str) -> datetime:
+    """``text`` (ISO 8601, no zone) as a UTC datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def this_minute() -> tuple[str, str]:
+    """The current minute as Cloud Scheduler writes it, and as the beat answers it."""
+    from django.utils import timezone
+
+    minute = timezone.now().astimezone(UTC).replace(second=0, microsecond=0)
+    return minute.strftime("%Y-%m-%dT%H:%M:%SZ"), minute.isoformat()
+
+
+def executions(tag: str) -> int:
+    """How many executions of the beat's ``tick`` there are with argument ``tag``."""
+    from django_i3tasks.models import TaskExecution
+    from tests.testapp.beat_tasks import tick
+
+    return TaskExecution.objects.filter(task_name=tick.name, args=[tag]).count()

@@ -38,20 +38,15 @@ from django_i3tasks.backends import (
 )
 from django_i3tasks.models import ExecutionStatus, TaskExecution
 from django_i3tasks.registry import registry
+from tests.helpers import api_backend
 from tests.testapp import api_tasks, tasks
 
 if TASKS_API == "django.tasks":
-    from django.tasks import task, task_backends
+    from django.tasks import task
 else:
-    from django_tasks import task, task_backends
+    from django_tasks import task
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def backend(alias: str = "default") -> PubSubBackend:
-    found = task_backends[alias]
-    assert isinstance(found, PubSubBackend)
-    return found
 
 
 # --- the backend and its API ----------------------------------------------------------------
@@ -62,7 +57,7 @@ def test_base_class_is_the_api_of_this_django():
     assert TASKS_API == expected
     assert BaseTaskBackend.__module__ == f"{expected}.backends.base"
     assert issubclass(PubSubBackend, BaseTaskBackend)
-    flags = backend()
+    flags = api_backend()
     assert (flags.supports_defer, flags.supports_async_task, flags.supports_get_result,
             flags.supports_priority) == (True, True, True, False)
 
@@ -144,7 +139,7 @@ def test_rolled_back_enqueue_leaves_nothing():
             raise RuntimeError("rollback")
     assert published.messages == []
     with pytest.raises(TaskResultDoesNotExist):
-        backend().get_result(result.id)
+        api_backend().get_result(result.id)
 
 
 def test_arguments_must_be_json_before_anything_is_written():
@@ -185,19 +180,19 @@ def test_beat_releases_run_after_and_runs_schedules_of_api_tasks(i3settings):
     delayed.refresh()
     assert delayed.status == TaskResultStatus.SUCCESSFUL and delayed.return_value == 3
     (scheduled,) = TaskExecution.objects.filter(args=[7, 8])
-    result = backend().get_result(str(scheduled.uuid))
+    result = api_backend().get_result(str(scheduled.uuid))
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 15
 
 
 def test_get_result_of_unknown_ids():
     for unknown in (str(uuid.uuid4()), "not-a-uuid"):
         with pytest.raises(TaskResultDoesNotExist):
-            backend().get_result(unknown)
+            api_backend().get_result(unknown)
     # An execution of a @TaskDecorator task is not a result of this API.
     with outbox.use(outbox.RecordingOutbox()):
         handle = tasks.add.delay(1, 2)
     with pytest.raises(TaskResultDoesNotExist, match="not a task of Django's tasks API"):
-        backend().get_result(str(handle.uuid))
+        api_backend().get_result(str(handle.uuid))
 
 
 def test_inline_outbox_results(i3settings):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
 
 import pytest
 from django.core.management import call_command
@@ -22,28 +21,9 @@ from django_i3tasks.models import (
     TaskExecutionTry,
 )
 from django_i3tasks.types import Schedule
+from tests.helpers import DAILY, HOURLY, MINUTELY, at, executions, this_minute
 from tests.testapp import tasks
 from tests.testapp.beat_tasks import tick
-
-UTC = dt_timezone.utc
-MINUTELY = Schedule("tests.testapp.beat_tasks", "tick", "* * * * *", ["minutely"])
-HOURLY = Schedule("tests.testapp.beat_tasks", "tick", "0 * * * *", ["hourly"])
-DAILY = Schedule("tests.testapp.beat_tasks", "tick", "30 3 * * *", ["daily"])
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def this_minute() -> tuple[str, str]:
-    """The current minute as Cloud Scheduler writes it, and as the beat answers it."""
-    minute = timezone.now().astimezone(UTC).replace(second=0, microsecond=0)
-    return minute.strftime("%Y-%m-%dT%H:%M:%SZ"), minute.isoformat()
-
-
-def executions(tag: str) -> int:
-    return TaskExecution.objects.filter(task_name=tick.name, args=[tag]).count()
-
 
 # -- slots -------------------------------------------------------------------------------
 

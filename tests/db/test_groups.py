@@ -14,14 +14,11 @@ from django_i3tasks.models import (
     TaskExecutionTry,
     TaskGroup,
 )
+from tests.helpers import callback_messages
 from tests.testapp import tasks
 from tests.testapp.chain_tasks import ORDER, link, member, member_fails
 
 ON_POSTGRES = connection.vendor == "postgresql"
-
-
-def callback_messages(sent, group):
-    return [m for m in sent if m.execution_id == group.callback_id]
 
 
 @pytest.mark.django_db

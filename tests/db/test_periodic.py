@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime
-from datetime import timezone as dt_timezone
 
 import pytest
 from django.db import connection, connections
@@ -15,13 +13,8 @@ from django_i3tasks import beat
 from django_i3tasks.beat import run_beat
 from django_i3tasks.models import PeriodicTask, ScheduleSlot, ScheduleState, TaskExecution
 from django_i3tasks.types import Schedule
+from tests.helpers import at, start_and_join
 from tests.testapp.beat_tasks import tick
-
-UTC = dt_timezone.utc
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def runs(tag: str) -> list[TaskExecution]:
@@ -140,10 +133,7 @@ def test_concurrent_calls_of_fresh_processes_run_each_row_once(no_publish):
             connections.close_all()
 
     threads = [threading.Thread(target=fresh_process) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    start_and_join(threads)
     assert errors == []
     enqueued = sorted(e["schedule"] for r in reports for e in r.enqueued)
     assert enqueued == sorted(r.schedule_key for r in rows if r.cron != "30 3 * * *")

@@ -14,18 +14,8 @@ from django_i3tasks import worker
 from django_i3tasks.execution import Outcome, OutcomeStatus
 from django_i3tasks.models import TaskExecution
 from django_i3tasks.worker import Worker, WorkerOptions
+from tests.helpers import Lines
 from tests.testapp.worker_tasks import nap
-
-
-class _Lines:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def write(self, text: str) -> None:
-        self.lines.extend(text.splitlines())
-
-    def flush(self) -> None:
-        pass
 
 
 class FakeMessage:
@@ -50,7 +40,7 @@ class FakeMessage:
 
 
 def _unit_worker() -> Worker:
-    return Worker(WorkerOptions("heavy"), out=_Lines())
+    return Worker(WorkerOptions("heavy"), out=Lines())
 
 
 @pytest.mark.django_db

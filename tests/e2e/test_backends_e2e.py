@@ -21,27 +21,12 @@ if find_spec("django.tasks") is None and find_spec("django_tasks") is None:
 from asgiref.sync import async_to_sync
 
 from django_i3tasks import transport
-from django_i3tasks.backends import (
-    TASKS_API,
-    PubSubBackend,
-    TaskResultStatus,
-)
+from django_i3tasks.backends import TaskResultStatus
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
-from tests.helpers import message_of, post_at_once, push_envelope, wait_for
+from tests.helpers import api_backend, post_around_delivery, wait_for
 from tests.testapp import api_tasks, tasks
 
-if TASKS_API == "django.tasks":
-    from django.tasks import task_backends
-else:
-    from django_tasks import task_backends
-
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def backend(alias: str = "default") -> PubSubBackend:
-    found = task_backends[alias]
-    assert isinstance(found, PubSubBackend)
-    return found
 
 
 def finished(result) -> bool:
@@ -64,7 +49,7 @@ def test_enqueue_runs_once_through_push_and_refresh_agrees_with_get_result(push_
     assert result.attempts == 1 and result.errors == []
     assert result.enqueued_at <= result.started_at <= result.finished_at
     assert result.last_attempted_at == result.started_at
-    for again in (backend().get_result(result.id), api_tasks.api_add.get_result(result.id)):
+    for again in (api_backend().get_result(result.id), api_tasks.api_add.get_result(result.id)):
         assert (again.id, again.status, again.return_value, again.attempts) == (
             result.id, TaskResultStatus.SUCCESSFUL, 42, 1)
         assert again.task.func is api_tasks.api_add.func
@@ -82,7 +67,7 @@ def test_failing_task_is_failed_with_its_error(push_queue):
     assert "Traceback" in error.traceback and "api boom e2e" in error.traceback
     with pytest.raises(ValueError, match="Task failed"):
         result.return_value  # noqa: B018
-    assert backend().get_result(result.id).status == TaskResultStatus.FAILED
+    assert api_backend().get_result(result.id).status == TaskResultStatus.FAILED
 
 
 def test_context_attempt_is_the_try_number(push_queue):
@@ -103,13 +88,7 @@ def test_duplicate_delivery_of_an_api_task_runs_once(push_queue):
     """The emulator delivers the message while the test posts the same envelope twice more."""
     result = api_tasks.api_slow.enqueue("dup", 0.5)
     execution = TaskExecution.objects.get(uuid=result.id)
-    data, attributes = message_of(execution).encode()
-    body = push_envelope(data, attributes)
-    transport.flush()
-    answers = post_at_once(push_queue, body, 2)
-    wait_for(lambda: finished(result))
-    # Once more after it finished: a duplicate, acknowledged.
-    answers += post_at_once(push_queue, body, 1)
+    answers = post_around_delivery(push_queue, execution, lambda: finished(result))
     settle()
     assert tasks.CALLS["api_slow:dup"] == 1
     assert answers[-1] == 200 and all(code in (200, 409) for code in answers)
@@ -121,7 +100,7 @@ def test_async_task_with_aenqueue_and_aget_result(push_queue):
     result = async_to_sync(api_tasks.api_async_double.aenqueue)(21)
     transport.flush()
     wait_for(lambda: TaskExecution.objects.get(uuid=result.id).status == ExecutionStatus.SUCCESS)
-    fetched = async_to_sync(backend().aget_result)(result.id)
+    fetched = async_to_sync(api_backend().aget_result)(result.id)
     assert fetched.status == TaskResultStatus.SUCCESSFUL and fetched.return_value == 42
     async_to_sync(result.arefresh)()
     assert result.return_value == 42

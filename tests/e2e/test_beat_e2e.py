@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -24,27 +23,19 @@ from django_i3tasks.models import (
     TryStatus,
 )
 from django_i3tasks.types import Schedule
-from tests.helpers import http, pull_all, wait_for
+from tests.helpers import (
+    HOURLY,
+    MINUTELY,
+    at,
+    executions,
+    http,
+    pull_all,
+    start_and_join,
+    this_minute,
+    wait_for,
+)
 from tests.testapp import tasks
 from tests.testapp.beat_tasks import tick
-
-UTC = dt_timezone.utc
-MINUTELY = Schedule("tests.testapp.beat_tasks", "tick", "* * * * *", ["minutely"])
-HOURLY = Schedule("tests.testapp.beat_tasks", "tick", "0 * * * *", ["hourly"])
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def this_minute() -> tuple[str, str]:
-    """The current minute as Cloud Scheduler writes it, and as the beat answers it."""
-    minute = timezone.now().astimezone(UTC).replace(second=0, microsecond=0)
-    return minute.strftime("%Y-%m-%dT%H:%M:%SZ"), minute.isoformat()
-
-
-def executions(tag: str) -> int:
-    return TaskExecution.objects.filter(task_name=tick.name, args=[tag]).count()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -87,10 +78,7 @@ def test_20_concurrent_calls_for_one_minute_enqueue_each_schedule_once(
         answers.append(http("POST", url, b"", headers))
 
     threads = [threading.Thread(target=call) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    start_and_join(threads)
     assert [code for code, _, _ in answers] == [200] * 20, answers
     enqueued = [e for _, _, body in answers for e in json.loads(body)["enqueued"]]
     assert sorted(e["schedule"] for e in enqueued) == sorted([MINUTELY.key, HOURLY.key,
@@ -139,10 +127,7 @@ def test_concurrent_first_calls_of_fresh_processes_fire_each_slot_once(
 
     threads = [threading.Thread(target=fresh_process, args=("2026-11-23T12:00:00",))
                for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    start_and_join(threads)
     assert errors == []
     enqueued = sorted(e["schedule"] for r in reports for e in r.enqueued)
     assert enqueued == sorted(s.key for s in schedules if s.cron != "30 3 * * *")

@@ -11,7 +11,7 @@ from django.db import connection
 from django_i3tasks import transport
 from django_i3tasks.execution import run_message
 from django_i3tasks.models import ExecutionStatus, TaskExecution, TaskExecutionTry
-from tests.helpers import http, push_envelope, wait_for
+from tests.helpers import http, push_body_of, wait_for
 from tests.testapp import tasks
 from tests.testapp.chain_tasks import ORDER, collect, link, produce
 
@@ -66,11 +66,8 @@ def test_chain_end_to_end_in_order_and_redelivery_does_not_double(push_queue):
     wait_for(lambda: status(c) == ExecutionStatus.SUCCESS, timeout=30)
     assert ORDER == ["e2e-a", "e2e-b", "e2e-c"]
 
-    from tests.helpers import message_of
-
     execution = TaskExecution.objects.get(pk=a.id)
-    data, attributes = message_of(execution).encode()
-    code, _, body = http("POST", push_queue, push_envelope(data, attributes),
+    code, _, body = http("POST", push_queue, push_body_of(execution),
                          {"Content-Type": "application/json"})
     assert code == 200 and b'"duplicate"' in body
     assert TaskExecution.objects.filter(task_name=link.name, args=["e2e-b"]).count() == 1

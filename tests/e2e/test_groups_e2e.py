@@ -19,15 +19,11 @@ from django_i3tasks.models import (
     TaskExecutionTry,
     TaskGroup,
 )
-from tests.helpers import wait_for
+from tests.helpers import callback_messages, wait_for
 from tests.testapp import tasks
 from tests.testapp.chain_tasks import ORDER, link, member, member_fails
 
 ON_POSTGRES = connection.vendor == "postgresql"
-
-
-def callback_messages(sent, group):
-    return [m for m in sent if m.execution_id == group.callback_id]
 
 
 def deliver_concurrently(messages, threads: int) -> None:

@@ -14,7 +14,7 @@ from django_i3tasks.models import (
     TaskExecutionTry,
     TryStatus,
 )
-from tests.helpers import message_of, post_at_once, push_envelope, wait_for
+from tests.helpers import post_around_delivery, wait_for
 from tests.middleware import PUSHES, idle
 from tests.testapp import tasks
 
@@ -83,13 +83,8 @@ def test_same_envelope_three_times_runs_once(push_queue):
     """The emulator delivers the message while the test posts the same envelope twice more."""
     handle = tasks.slow.delay("dup", 0.5)
     execution = TaskExecution.objects.get(pk=handle.id)
-    data, attributes = message_of(execution).encode()
-    body = push_envelope(data, attributes)
-    transport.flush()
-    answers = post_at_once(push_queue, body, 2)
-    wait_for(lambda: execution_status(handle.id) == ExecutionStatus.SUCCESS)
-    # Once more after it finished: a duplicate, acknowledged.
-    answers += post_at_once(push_queue, body, 1)
+    answers = post_around_delivery(
+        push_queue, execution, lambda: execution_status(handle.id) == ExecutionStatus.SUCCESS)
     settle()
     assert tasks.CALLS["slow:dup"] == 1
     assert answers[-1] == 200

@@ -9,7 +9,7 @@ import pytest
 from django_i3tasks import transport
 from django_i3tasks.execution import run_message
 from django_i3tasks.models import ExecutionStatus, TaskExecution
-from tests.helpers import http, message_of, push_envelope, wait_for
+from tests.helpers import http, message_of, push_body_of, wait_for
 from tests.testapp import tasks
 
 
@@ -41,8 +41,7 @@ def test_push_delivered_twice_over_http_sends_each_signal_once(events, push_queu
     handle = tasks.add.delay(20, 22)
     transport.flush()
     wait_for(lambda: TaskExecution.objects.get(pk=handle.id).status == ExecutionStatus.SUCCESS)
-    data, attributes = message_of(handle).encode()
-    status, _, body = http("POST", push_queue, push_envelope(data, attributes),
+    status, _, body = http("POST", push_queue, push_body_of(handle),
                            {"Content-Type": "application/json"})
     assert status == 200 and b"duplicate" in body
     assert [e["execution_uuid"] for e in events.of("enqueued")] == [handle.uuid]

@@ -25,7 +25,7 @@ from django_i3tasks.models import TaskExecution, TaskExecutionTry
 from django_i3tasks.testing.processes import OutputProcess
 from django_i3tasks.types import PullQueue
 from django_i3tasks.worker import Worker, WorkerError, WorkerOptions
-from tests.helpers import pull_messages, subprocess_env, wait_for
+from tests.helpers import Lines, pull_messages, subprocess_env, wait_for
 from tests.testapp.models import Effect
 from tests.testapp.worker_tasks import nap, nap_fails
 
@@ -210,7 +210,7 @@ class Running:
 
     def __init__(self, **options: Any) -> None:
         self.worker = Worker(WorkerOptions(queue_name="heavy", status_interval=0.5,
-                                           **options), out=_Lines())
+                                           **options), out=Lines())
         self.code: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -223,17 +223,6 @@ class Running:
         self.thread.join(timeout)
         assert not self.thread.is_alive()
         return self.code
-
-
-class _Lines:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def write(self, text: str) -> None:
-        self.lines.extend(text.splitlines())
-
-    def flush(self) -> None:
-        pass
 
 
 def _publish(data: bytes, **attributes: str) -> None:

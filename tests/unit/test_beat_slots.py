@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from datetime import timezone as dt_timezone
-
 import pytest
 
 from django_i3tasks.beat import latest_slot, parse_schedule_time
 from django_i3tasks.types import Schedule
-
-UTC = dt_timezone.utc
-MINUTELY = Schedule("tests.testapp.beat_tasks", "tick", "* * * * *", ["minutely"])
-HOURLY = Schedule("tests.testapp.beat_tasks", "tick", "0 * * * *", ["hourly"])
-DAILY = Schedule("tests.testapp.beat_tasks", "tick", "30 3 * * *", ["daily"])
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+from tests.helpers import DAILY, HOURLY, MINUTELY, at
 
 
 @pytest.mark.parametrize(

@@ -108,22 +108,24 @@ class Command(BaseCommand):
             data = operations.retry_failed(task=options["task"], since=self._since(options))
         else:
             data = operations.retry(operations.parse_uuids(options["uuids"]))
-        lines = [f"retried {len(data['retried'])}"] + [f"  {u}" for u in data["retried"]]
-        lines += [f"not failed, left alone: {u}" for u in data["not_failed"]]
-        lines += [f"unknown: {u}" for u in data["unknown"]]
-        self._out(options, data, "\n".join(lines))
-        if data["unknown"] or not data["retried"]:
-            raise CommandError("unknown uuid(s)" if data["unknown"] else "nothing retried",
-                               returncode=NOTHING_MATCHED)
+        self._changed(options, data, "retried", "not_failed", "not failed")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
         data = operations.cancel(operations.parse_uuids(options["uuids"]))
-        lines = [f"cancelled {len(data['cancelled'])}"] + [f"  {u}" for u in data["cancelled"]]
-        lines += [f"already finished, left alone: {u}" for u in data["finished"]]
+        self._changed(options, data, "cancelled", "finished", "already finished")
+
+    def _changed(
+        self, options: dict[str, Any], data: dict[str, Any], done: str, kept: str, why: str
+    ) -> None:
+        """Report what ``retry``/``cancel`` changed (``data[done]``), left alone
+        (``data[kept]``, because ``why``) and did not know; fail when it changed nothing, so a
+        script sees it."""
+        lines = [f"{done} {len(data[done])}"] + [f"  {u}" for u in data[done]]
+        lines += [f"{why}, left alone: {u}" for u in data[kept]]
         lines += [f"unknown: {u}" for u in data["unknown"]]
         self._out(options, data, "\n".join(lines))
-        if data["unknown"] or not data["cancelled"]:
-            raise CommandError("unknown uuid(s)" if data["unknown"] else "nothing cancelled",
+        if data["unknown"] or not data[done]:
+            raise CommandError("unknown uuid(s)" if data["unknown"] else f"nothing {done}",
                                returncode=NOTHING_MATCHED)
 
     def do_stats(self, options: dict[str, Any]) -> None:
