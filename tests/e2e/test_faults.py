@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -205,7 +206,7 @@ def test_database_outage_push_answers_503_delay_raises_and_everything_recovers(
            "PUBSUB_EMULATOR_HOST": emulator.endpoint,
            "DJANGO_SETTINGS_MODULE": "tests.settings"}
     python = sys.executable
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = str(Path(__file__).resolve().parents[2])
     server = producer = None
     queue = dataclasses.replace(
         get_settings().default_queue, push_endpoint=f"http://127.0.0.1:{server_port}/i3/tasks-push/",
