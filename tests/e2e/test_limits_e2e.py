@@ -20,7 +20,7 @@ from tests.testapp import limit_tasks
 from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
