@@ -30,7 +30,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import lifecycle, outbox, periodic
+from . import lifecycle, outbox, periodic, queries
 from .conf import get_settings
 from .db import count_new, insert_new, json_rows, without_jit
 from .models import (
@@ -241,24 +241,15 @@ def _advance(rows: list[tuple[int, datetime, datetime | None, str | None]]) -> N
                         values["spec"] = spec
                     queryset.update(**values)
                 return
-            table = connection.ops.quote_name(meta.db_table)
             moment: Any = meta.get_field("next_fire")
-            head = (f"UPDATE {table} SET next_fire = v.column2, "
-                    f"last_slot = COALESCE(v.column3, {table}.last_slot), "
-                    f"spec = COALESCE(v.column4, {table}.spec) FROM ")
-            tail = (f" WHERE {table}.id = v.column1 "
-                    f"AND ({table}.next_fire < v.column2 OR v.column4 IS NOT NULL)")
             with connection.cursor() as cursor:
                 if connection.vendor == "postgresql":
                     # One JSON parameter, however many rows: cheap to send and to parse.
                     fields = [meta.get_field(n) for n in ("id", "next_fire", "last_slot", "spec")]
                     document, picks = json_rows(fields, rows, connection)
                     without_jit(cursor, connection, len(rows))
-                    cursor.execute(
-                        head + f"(SELECT {', '.join(picks)} FROM json_array_elements(%s::json) "
-                        "AS r(value)) AS v(column1, column2, column3, column4)" + tail,
-                        [document],
-                    )
+                    cursor.execute(queries.advance_schedule_states(connection, picks=picks),
+                                   [document])
                     return
                 for start in range(0, len(rows), STATE_CHUNK):
                     chunk = rows[start:start + STATE_CHUNK]
@@ -266,8 +257,8 @@ def _advance(rows: list[tuple[int, datetime, datetime | None, str | None]]) -> N
                     for pk, nxt, last, theirs in chunk:
                         params += [pk, moment.get_db_prep_value(nxt, connection),
                                    moment.get_db_prep_value(last, connection), theirs]
-                    placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
-                    cursor.execute(head + f"(VALUES {placeholders}) AS v" + tail, params)
+                    cursor.execute(
+                        queries.advance_schedule_states(connection, rows=len(chunk)), params)
     except DatabaseError:
         logger.warning("Beat: could not record the next slot of %d schedule(s); the next call "
                        "checks them again", len(rows), exc_info=True)

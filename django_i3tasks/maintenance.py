@@ -10,16 +10,14 @@ from django.db import connections, router, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from . import outbox
+from . import outbox, queries
 from .conf import get_settings
 from .models import (
     FINISHED_STATUSES,
     ExecutionStatus,
     ScheduleSlot,
     TaskExecution,
-    TaskExecutionResult,
     TaskExecutionTry,
-    TaskGroup,
     TryStatus,
 )
 
@@ -127,20 +125,7 @@ def clean(older_than_days: int | None = None, *, dry_run: bool = False,
 
 def _delete(connection: Any, ids: list[int]) -> None:
     """One batch: results, tries, the links to the executions, the executions."""
-    quote = connection.ops.quote_name
-    execution, group = TaskExecution._meta, TaskGroup._meta
-    marks = ", ".join(["%s"] * len(ids))
-    statements = (
-        f"DELETE FROM {quote(TaskExecutionResult._meta.db_table)} "
-        f"WHERE {quote('execution_id')} IN ({marks})",
-        f"DELETE FROM {quote(TaskExecutionTry._meta.db_table)} "
-        f"WHERE {quote('execution_id')} IN ({marks})",
-        f"UPDATE {quote(execution.db_table)} SET {quote('previous_id')} = NULL "
-        f"WHERE {quote('previous_id')} IN ({marks})",
-        f"UPDATE {quote(group.db_table)} SET {quote('callback_id')} = NULL "
-        f"WHERE {quote('callback_id')} IN ({marks})",
-        f"DELETE FROM {quote(execution.db_table)} WHERE {quote('id')} IN ({marks})",
-    )
+    statements = queries.delete_executions(connection, len(ids))
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         for sql in statements:
             cursor.execute(sql, ids)

@@ -6,7 +6,8 @@ delivery) or because the ORM cannot say them (data-modifying CTEs, ``ON CONFLICT
 built once per database connection alias and model (table and column names quoted for that
 vendor) and cached; callers pass the parameters in the order the docstring gives.
 
-Vendors: ``claim_try`` runs everywhere; ``succeed_try``, ``insert_linked`` and
+The statements of the state machine come first, then those of the beat, the clean-up and the
+dashboard. Vendors: ``claim_try`` runs everywhere; ``succeed_try``, ``insert_linked`` and
 ``insert_many_linked`` are PostgreSQL only (callers fall back to the ORM elsewhere);
 ``insert_new`` is PostgreSQL's and SQLite's ``INSERT ... ON CONFLICT DO NOTHING``.
 """
@@ -16,7 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .models import TaskExecution, TaskExecutionResult, TaskExecutionTry
+from .models import (
+    ScheduleState,
+    TaskExecution,
+    TaskExecutionResult,
+    TaskExecutionTry,
+    TaskGroup,
+)
 
 _cache: dict[tuple[Any, ...], Any] = {}
 
@@ -220,3 +227,102 @@ def insert_new(model: Any, connection: Any, fields: list[Any], unique: list[str]
                 "FROM json_array_elements(%s::json) AS r(value)" + tail)
     placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
     return f"{head}VALUES {', '.join([placeholders] * rows)}{tail}"
+
+
+def lock_concurrency_key(connection: Any, lock_space: int) -> str:
+    """An execution's ``concurrency_key``; on PostgreSQL also the advisory lock of its task
+    and key and the execution's row lock, until the transaction ends (``admission``).
+    Parameter: execution id."""
+    def build() -> str:
+        table = connection.ops.quote_name(TaskExecution._meta.db_table)
+        if connection.vendor == "postgresql":
+            return (f"SELECT concurrency_key, pg_advisory_xact_lock({lock_space}, "
+                    f"hashtext(task_name || '|' || concurrency_key)) FROM {table} "
+                    "WHERE id = %s FOR NO KEY UPDATE")
+        return f"SELECT concurrency_key FROM {table} WHERE id = %s"
+
+    return str(_cached(("lock_concurrency_key", connection.alias, lock_space), build))
+
+
+def advance_schedule_states(connection: Any, *, picks: list[str] | None = None,
+                            rows: int = 0) -> str:
+    """The beat: move each schedule's ``next_fire`` (and ``last_slot``, ``spec`` when given)
+    forward, never back, for many schedules in one statement. On PostgreSQL the rows come as
+    one JSON parameter read with ``picks``; on SQLite as ``rows`` ``VALUES`` lists of
+    (id, next_fire, last_slot, spec)."""
+    table = connection.ops.quote_name(ScheduleState._meta.db_table)
+    head = (f"UPDATE {table} SET next_fire = v.column2, "
+            f"last_slot = COALESCE(v.column3, {table}.last_slot), "
+            f"spec = COALESCE(v.column4, {table}.spec) FROM ")
+    tail = (f" WHERE {table}.id = v.column1 "
+            f"AND ({table}.next_fire < v.column2 OR v.column4 IS NOT NULL)")
+    if picks is not None:
+        return (head + f"(SELECT {', '.join(picks)} FROM json_array_elements(%s::json) "
+                "AS r(value)) AS v(column1, column2, column3, column4)" + tail)
+    placeholders = ", ".join(["(%s, %s, %s, %s)"] * rows)
+    return head + f"(VALUES {placeholders}) AS v" + tail
+
+
+def delete_executions(connection: Any, count: int) -> tuple[str, ...]:
+    """``i3tasks_clean``'s batch of ``count`` execution ids, in order: their results, their
+    tries, the links other executions and groups hold to them, the executions. Each
+    statement takes the ids as its parameters."""
+    quote = connection.ops.quote_name
+    execution, group = TaskExecution._meta, TaskGroup._meta
+    marks = ", ".join(["%s"] * count)
+    return (
+        f"DELETE FROM {quote(TaskExecutionResult._meta.db_table)} "
+        f"WHERE {quote('execution_id')} IN ({marks})",
+        f"DELETE FROM {quote(TaskExecutionTry._meta.db_table)} "
+        f"WHERE {quote('execution_id')} IN ({marks})",
+        f"UPDATE {quote(execution.db_table)} SET {quote('previous_id')} = NULL "
+        f"WHERE {quote('previous_id')} IN ({marks})",
+        f"UPDATE {quote(group.db_table)} SET {quote('callback_id')} = NULL "
+        f"WHERE {quote('callback_id')} IN ({marks})",
+        f"DELETE FROM {quote(execution.db_table)} WHERE {quote('id')} IN ({marks})",
+    )
+
+
+def try_timings(connection: Any) -> str:
+    """PostgreSQL: per task, the tries finished since a moment (parameter): count and the
+    p50/p95 of run time and of queue delay (started - due), in seconds."""
+    def build() -> str:
+        tries = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
+        executions = connection.ops.quote_name(TaskExecution._meta.db_table)
+        return (
+            "SELECT e.task_name, count(*), "
+            "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
+            "(ORDER BY extract(epoch FROM t.finished_at - t.started_at)), "
+            "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
+            "(ORDER BY greatest(extract(epoch FROM t.started_at - t.not_before), 0)) "
+            f"FROM {tries} t JOIN {executions} e ON e.id = t.execution_id "
+            "WHERE t.finished_at >= %s AND t.started_at IS NOT NULL GROUP BY e.task_name"
+        )
+
+    return str(_cached(("try_timings", connection.alias), build))
+
+
+def window_tries(connection: Any) -> str:
+    """PostgreSQL, the dashboard's one pass over a window of finished tries. Parameters:
+    ``"hour"``/``"minute"``, the time zone, the window's start. Rows: ``('o', status,
+    bucket, n, NULL, NULL)`` outcomes, ``('s', task, bucket, n, NULL, NULL)`` per task,
+    ``('p', task, NULL, n, [p50, p95] run time, [p50, p95] queue delay)``."""
+    def build() -> str:
+        tries = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
+        executions = connection.ops.quote_name(TaskExecution._meta.db_table)
+        return (
+            "WITH w AS MATERIALIZED (SELECT e.task_name AS task, t.status AS status, "
+            "date_trunc(%s, t.finished_at AT TIME ZONE %s) AS b, "
+            "extract(epoch FROM t.finished_at - t.started_at) AS d, "
+            "greatest(extract(epoch FROM t.started_at - t.not_before), 0) AS q "
+            f"FROM {tries} t JOIN {executions} e ON e.id = t.execution_id "
+            "WHERE t.finished_at >= %s) "
+            "SELECT 'o', status, b, count(*), NULL::float8[], NULL::float8[] FROM w "
+            "GROUP BY status, b "
+            "UNION ALL SELECT 's', task, b, count(*), NULL, NULL FROM w GROUP BY task, b "
+            "UNION ALL SELECT 'p', task, NULL, count(d), "
+            "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY d), "
+            "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY q) FROM w GROUP BY task"
+        )
+
+    return str(_cached(("window_tries", connection.alias), build))

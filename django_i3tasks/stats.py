@@ -16,6 +16,7 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Count, Min
 
+from . import queries
 from .models import OPEN_STATUSES, ExecutionStatus, TaskExecution, TaskExecutionTry
 
 
@@ -46,19 +47,9 @@ def timings(since: datetime) -> dict[str, dict[str, float | int | None]]:
     """Tries finished since ``since``, per task: ``tries``, ``p50_duration``,
     ``p95_duration``, ``p50_delay``, ``p95_delay`` (seconds)."""
     connection = _connection()
-    tries = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
-    executions = connection.ops.quote_name(TaskExecution._meta.db_table)
     result: dict[str, dict[str, float | int | None]] = {}
     if connection.vendor == "postgresql":
-        sql = (
-            "SELECT e.task_name, count(*), "
-            "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
-            "(ORDER BY extract(epoch FROM t.finished_at - t.started_at)), "
-            "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
-            "(ORDER BY greatest(extract(epoch FROM t.started_at - t.not_before), 0)) "
-            f"FROM {tries} t JOIN {executions} e ON e.id = t.execution_id "
-            "WHERE t.finished_at >= %s AND t.started_at IS NOT NULL GROUP BY e.task_name"
-        )
+        sql = queries.try_timings(connection)
         with connection.cursor() as cursor:
             cursor.execute(sql, [since])
             for task, n, durations, delays in cursor.fetchall():
@@ -137,22 +128,7 @@ def window_tries(since: datetime, by_hour: bool) -> dict[str, Any]:
     from django.db import transaction
     from django.utils import timezone as dj_timezone
 
-    tries = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
-    executions = connection.ops.quote_name(TaskExecution._meta.db_table)
-    sql = (
-        "WITH w AS MATERIALIZED (SELECT e.task_name AS task, t.status AS status, "
-        "date_trunc(%s, t.finished_at AT TIME ZONE %s) AS b, "
-        "extract(epoch FROM t.finished_at - t.started_at) AS d, "
-        "greatest(extract(epoch FROM t.started_at - t.not_before), 0) AS q "
-        f"FROM {tries} t JOIN {executions} e ON e.id = t.execution_id "
-        "WHERE t.finished_at >= %s) "
-        "SELECT 'o', status, b, count(*), NULL::float8[], NULL::float8[] FROM w "
-        "GROUP BY status, b "
-        "UNION ALL SELECT 's', task, b, count(*), NULL, NULL FROM w GROUP BY task, b "
-        "UNION ALL SELECT 'p', task, NULL, count(d), "
-        "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY d), "
-        "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY q) FROM w GROUP BY task"
-    )
+    sql = queries.window_tries(connection)
     zone = dj_timezone.get_current_timezone_name()
     result: dict[str, Any] = {"outcomes": [], "per_task": [], "timings": {}}
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:

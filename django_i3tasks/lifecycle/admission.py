@@ -64,14 +64,7 @@ def lock(message: TaskMessage) -> str:
     execution's row before its try's (the order ``cancel`` and ``record_failure`` use), so
     no two of them deadlock."""
     using = router.db_for_write(TaskExecution)
-    connection = connections[using]
-    table = connection.ops.quote_name(TaskExecution._meta.db_table)
-    if connection.vendor == "postgresql":
-        sql = (f"SELECT concurrency_key, pg_advisory_xact_lock({LOCK_SPACE}, "
-               f"hashtext(task_name || '|' || concurrency_key)) FROM {table} WHERE id = %s "
-               "FOR NO KEY UPDATE")
-    else:
-        sql = f"SELECT concurrency_key FROM {table} WHERE id = %s"
+    sql = queries.lock_concurrency_key(connections[using], LOCK_SPACE)
     row = fetch_one(sql, [message.execution_id], using)
     return str(row[0]) if row is not None else ""
 

@@ -107,3 +107,70 @@ def test_insert_new_skips_rows_that_exist_and_returns_only_what_it_wrote() -> No
     written = db.insert_new(ScheduleSlot, rows, ["schedule_key", "slot"], ["schedule_key"])
     assert written == [("b",)]
     assert ScheduleSlot.objects.count() == 2
+
+
+def test_lock_concurrency_key_reads_the_executions_key() -> None:
+    execution = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
+                                             concurrency_key="customer:7")
+    with connection.cursor() as cursor:
+        cursor.execute(queries.lock_concurrency_key(connection, 7), [execution.pk])
+        assert cursor.fetchone()[0] == "customer:7"
+
+
+def test_advance_schedule_states_moves_forward_never_back() -> None:
+    from django_i3tasks.models import ScheduleState
+
+    now = timezone.now().replace(microsecond=0)
+    early = ScheduleState.objects.create(key="a", spec="UTC * * * * *", next_fire=now)
+    late = ScheduleState.objects.create(key="b", spec="UTC * * * * *",
+                                        next_fire=now + timedelta(hours=1))
+    field = ScheduleState._meta.get_field("next_fire")
+    later = field.get_db_prep_value(now + timedelta(minutes=5), connection)
+    rows = [(early.pk, later, None, None), (late.pk, later, None, None)]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            fields = [ScheduleState._meta.get_field(n)
+                      for n in ("id", "next_fire", "last_slot", "spec")]
+            document, picks = db.json_rows(
+                fields, [(early.pk, now + timedelta(minutes=5), None, None),
+                         (late.pk, now + timedelta(minutes=5), None, None)], connection)
+            cursor.execute(queries.advance_schedule_states(connection, picks=picks), [document])
+        else:
+            cursor.execute(queries.advance_schedule_states(connection, rows=2),
+                           [value for row in rows for value in row])
+    early.refresh_from_db()
+    late.refresh_from_db()
+    assert early.next_fire == now + timedelta(minutes=5)
+    assert late.next_fire == now + timedelta(hours=1)  # never moved back
+
+
+def test_delete_executions_removes_the_batch_and_unlinks_what_points_at_it() -> None:
+    task_try = _queued()
+    execution = task_try.execution
+    TaskExecutionResult.objects.create(execution=execution, task_try=task_try, value=1)
+    step = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
+                                        previous=execution)
+    with connection.cursor() as cursor:
+        for sql in queries.delete_executions(connection, 1):
+            cursor.execute(sql, [execution.pk])
+    assert not TaskExecution.objects.filter(pk=execution.pk).exists()
+    assert not TaskExecutionTry.objects.filter(execution_id=execution.pk).exists()
+    step.refresh_from_db()
+    assert step.previous_id is None
+
+
+@postgres_only
+def test_try_timings_and_window_tries_read_finished_tries() -> None:
+    now = timezone.now()
+    task_try = _queued(not_before=now - timedelta(seconds=3))
+    TaskExecutionTry.objects.filter(pk=task_try.pk).update(
+        status="success", started_at=now - timedelta(seconds=2), finished_at=now)
+    with connection.cursor() as cursor:
+        cursor.execute(queries.try_timings(connection), [now - timedelta(minutes=1)])
+        ((task, count, durations, delays),) = cursor.fetchall()
+        assert (task, count) == ("tests.q", 1)
+        assert round(durations[0]) == 2 and round(delays[0]) == 1
+        cursor.execute(queries.window_tries(connection),
+                       ["minute", "UTC", now - timedelta(minutes=1)])
+        kinds = sorted(row[0] for row in cursor.fetchall())
+        assert kinds == ["o", "p", "s"]
