@@ -95,31 +95,12 @@ def pull_queue(pubsub: Any) -> None:
 
 @pytest.fixture
 def push_queue(pubsub: Any, live_server: Any, i3settings: Callable[..., Any]) -> Iterator[str]:
-    """Provision the default queue as a push subscription to the live server's push view.
+    """The default queue as a push subscription to the live server's push view (real HTTP),
+    with a short ack deadline and quick redeliveries; yields the push URL."""
+    from tests.helpers import push_subscription
 
-    Yields the push URL. The subscription is deleted afterwards so the emulator stops
-    pushing to a server that is gone.
-    """
-    from django_i3tasks.conf import get_settings, pubsub_config
-    from django_i3tasks.provisioning import ensure_pubsub
-
-    url = f"{live_server.url}/i3/tasks-push/"
-    queue = dataclasses.replace(
-        get_settings().default_queue,
-        push_endpoint=url,
-        ack_deadline_seconds=10,
-        min_retry_backoff_seconds=0,
-        max_retry_backoff_seconds=1,
-    )
-    i3settings(default_queue=queue)
-    ensure_pubsub()
-    yield url
-    transport.flush()
-    subscriber = transport.subscriber_client()
-    try:
-        subscriber.delete_subscription(subscription=pubsub_config().subscription_path(queue))
-    finally:
-        subscriber.close()
+    yield from push_subscription(live_server, i3settings, ack_deadline_seconds=10,
+                                 min_retry_backoff_seconds=0, max_retry_backoff_seconds=1)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
@@ -253,3 +253,28 @@ def executions(tag: str) -> int:
     from tests.testapp.beat_tasks import tick
 
     return TaskExecution.objects.filter(task_name=tick.name, args=[tag]).count()
+
+
+def push_subscription(live_server: Any, i3settings: Callable[..., Any],
+                      **queue: Any) -> Iterator[str]:
+    """Provision the default queue as a push subscription to the live server's push view,
+    with ``queue``'s settings (ack deadline, backoff); yield the push URL and delete the
+    subscription afterwards, so the emulator stops pushing to a server that is gone."""
+    import dataclasses
+
+    from django_i3tasks import transport
+    from django_i3tasks.conf import get_settings, pubsub_config
+    from django_i3tasks.provisioning import ensure_pubsub
+
+    url = f"{live_server.url}/i3/tasks-push/"
+    configured = dataclasses.replace(get_settings().default_queue, push_endpoint=url, **queue)
+    i3settings(default_queue=configured)
+    ensure_pubsub()
+    yield url
+    transport.flush()
+    subscriber = transport.subscriber_client()
+    try:
+        subscriber.delete_subscription(
+            subscription=pubsub_config().subscription_path(configured))
+    finally:
+        subscriber.close()

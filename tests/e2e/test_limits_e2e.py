@@ -4,7 +4,6 @@ for a redelivery; and a pull worker killed while it holds a slot."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 
 from django_i3tasks import transport
 from django_i3tasks.models import TaskExecution, TaskExecutionTry
-from tests.helpers import wait_for
+from tests.helpers import push_subscription, wait_for
 from tests.testapp import limit_tasks
 from tests.testapp.models import Effect
 
@@ -31,22 +30,8 @@ def _fresh_spans() -> None:
 @pytest.fixture
 def slow_push(pubsub: Any, live_server: Any, i3settings: Any) -> Iterator[str]:
     """The default queue as a push subscription with Pub/Sub's default backoff."""
-    from django_i3tasks.conf import get_settings, pubsub_config
-    from django_i3tasks.provisioning import ensure_pubsub
-
-    url = f"{live_server.url}/i3/tasks-push/"
-    queue = dataclasses.replace(get_settings().default_queue, push_endpoint=url,
-                                ack_deadline_seconds=30, min_retry_backoff_seconds=10,
-                                max_retry_backoff_seconds=600)
-    i3settings(default_queue=queue)
-    ensure_pubsub()
-    yield url
-    transport.flush()
-    subscriber = transport.subscriber_client()
-    try:
-        subscriber.delete_subscription(subscription=pubsub_config().subscription_path(queue))
-    finally:
-        subscriber.close()
+    yield from push_subscription(live_server, i3settings, ack_deadline_seconds=30,
+                                 min_retry_backoff_seconds=10, max_retry_backoff_seconds=600)
 
 
 def all_succeeded(ids: list[int]) -> bool:

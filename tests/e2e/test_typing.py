@@ -39,26 +39,34 @@ SAMPLE = '''
 '''
 
 
-def test_mypy_checks_task_arguments_and_results(tmp_path):
+def mypy(tmp_path, source: str) -> tuple[list[str], list[int], str]:
+    """Run mypy (the project's configuration) on ``source``: the revealed types, the lines
+    with an error, and mypy's output."""
     # A module name of its own: mypy's cache is shared with the test command's mypy run.
     sample = tmp_path / f"typing_sample_{uuid.uuid4().hex}.py"
-    sample.write_text(textwrap.dedent(SAMPLE))
+    sample.write_text(textwrap.dedent(source))
     out, err, _ = mypy_api.run([
         "--config-file", str(ROOT / "pyproject.toml"), "--no-error-summary",
         "--cache-dir", str(ROOT / ".mypy_cache"), str(sample),
     ])
     lines = [line.split(f"{sample.name}:", 1)[1] for line in out.splitlines()
              if f"{sample.name}:" in line]
-    revealed = [line for line in lines if "Revealed type" in line]
-    assert [r.split('"')[1].replace("builtins.", "") for r in revealed] == [
+    revealed = [line.split('"')[1].replace("builtins.", "") for line in lines
+                if "Revealed type" in line]
+    errors = sorted({int(line.split(":")[0]) for line in lines if ": error:" in line})
+    return revealed, errors, out + err
+
+
+def test_mypy_checks_task_arguments_and_results(tmp_path):
+    revealed, errors, out = mypy(tmp_path, SAMPLE)
+    assert revealed == [
         "int",
         "bytes",
         "django_i3tasks.handles.TaskHandle[int]",
         "django_i3tasks.handles.TaskHandle[bytes]",
         "list[django_i3tasks.handles.TaskHandle[int]]",
-    ], out + err
-    errors = sorted({int(line.split(":")[0]) for line in lines if ": error:" in line})
-    assert errors == [21, 22, 23, 24, 25], out + err
+    ], out
+    assert errors == [21, 22, 23, 24, 25], out
 
 
 PIPE_SAMPLE = '''
@@ -95,19 +103,10 @@ PIPE_SAMPLE = '''
 def test_mypy_checks_that_pipe_hands_the_right_type_on(tmp_path):
     """``pipe`` is typed with ``Concatenate``: the next task's first parameter must accept
     the value, the rest are checked as with ``.then()``."""
-    sample = tmp_path / f"typing_pipe_{uuid.uuid4().hex}.py"
-    sample.write_text(textwrap.dedent(PIPE_SAMPLE))
-    out, err, _ = mypy_api.run([
-        "--config-file", str(ROOT / "pyproject.toml"), "--no-error-summary",
-        "--cache-dir", str(ROOT / ".mypy_cache"), str(sample),
-    ])
-    lines = [line.split(f"{sample.name}:", 1)[1] for line in out.splitlines()
-             if f"{sample.name}:" in line]
-    revealed = [line for line in lines if "Revealed type" in line]
-    assert [r.split('"')[1].replace("builtins.", "") for r in revealed] == [
+    revealed, errors, out = mypy(tmp_path, PIPE_SAMPLE)
+    assert revealed == [
         "django_i3tasks.handles.TaskHandle[str]",
         "django_i3tasks.handles.TaskHandle[dict[str, int]]",
         "django_i3tasks.handles.TaskHandle[bytes]",
-    ], out + err
-    errors = sorted({int(line.split(":")[0]) for line in lines if ": error:" in line})
-    assert errors == [25, 26, 27, 28], out + err
+    ], out
+    assert errors == [25, 26, 27, 28], out
