@@ -130,7 +130,11 @@ def test_beat_sweep_health_and_status_use_indexes(history, no_publish, client, i
     beat.forget()
     stuck = tasks.add.delay(5, 5)
     running = tasks.add.delay(6, 6)
-    tasks.add.using(countdown=1).delay(7, 7)
+    # Beyond the push queue's hold limit, so it is written scheduled for the beat; then due.
+    later = tasks.add.using(countdown=3600).delay(7, 7)
+    from django_i3tasks.models import TaskExecution
+
+    TaskExecution.objects.filter(pk=later.id).update(eta=timezone.now())
     from django_i3tasks.models import TaskExecutionTry
 
     TaskExecutionTry.objects.filter(execution_id=stuck.id).update(

@@ -297,12 +297,13 @@ def test_database_outage_push_answers_503_delay_raises_and_everything_recovers(
         shutil.rmtree(root, ignore_errors=True)
         emulator.stop()
     answers_503 = log.count('"POST /i3/tasks-push/ HTTP/1.1" 503')
-    one_liners = log.count("Database unavailable in push")
+    # The push view's one line per such answer (logs.designed_answer, at WARNING).
+    one_liners = log.count("POST /i3/tasks-push/ 503 database_unavailable: ")
     with capsys.disabled():
         print(f"\n{len(calls)} .delay() calls, {len(accepted)} accepted, {len(refused)} refused "
               f"during the {outage[1] - outage[0]:.0f} s outage "
               f"({sorted({c['error'] for c in refused})}); push view: {answers_503} answers 503, "
-              f"{one_liners} log lines 'Database unavailable', {log.count('Traceback')} "
+              f"{one_liners} log lines 'database_unavailable', {log.count('Traceback')} "
               f"tracebacks; all accepted ran; gunicorn workers {sorted(workers)} -> "
               f"{sorted(workers_after)}")
     assert refused and all(c["database_error"] for c in refused)
