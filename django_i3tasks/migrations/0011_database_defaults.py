@@ -17,22 +17,21 @@ DEFAULTS = (
 )
 
 
-def set_defaults(apps, schema_editor):
+def _alter(schema_editor, clause):
     if schema_editor.connection.vendor != "postgresql":
         return
     quote = schema_editor.quote_name
     for table, column, value in DEFAULTS:
-        schema_editor.execute(
-            f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(column)} SET DEFAULT {value}")
+        schema_editor.execute(f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(column)} "
+                              + clause.format(value=value))
+
+
+def set_defaults(apps, schema_editor):
+    _alter(schema_editor, "SET DEFAULT {value}")
 
 
 def drop_defaults(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    quote = schema_editor.quote_name
-    for table, column, _ in DEFAULTS:
-        schema_editor.execute(
-            f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(column)} DROP DEFAULT")
+    _alter(schema_editor, "DROP DEFAULT")
 
 
 class Migration(migrations.Migration):
