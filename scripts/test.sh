@@ -37,9 +37,12 @@ MIN_EXTRA=(-c scripts/minimums.txt)
 # the main leg runs them on both databases.
 FOCUSED=(-m "not subprocess_worker")
 # What the minimums leg runs: the tests that exercise the declared dependencies.
-MIN_TESTS=(tests/test_auth.py tests/test_provisioning.py tests/test_provisioning_check.py
-           tests/test_push_e2e.py tests/test_beat.py tests/test_transport.py
-           tests/test_worker.py tests/test_secure_defaults.py tests/test_backends.py)
+MIN_TESTS=(tests/unit/test_auth.py tests/e2e/test_auth_push.py tests/e2e/test_provisioning.py
+           tests/e2e/test_provisioning_check.py tests/e2e/test_push_e2e.py tests/db/test_beat.py
+           tests/e2e/test_beat_e2e.py tests/unit/test_transport.py tests/e2e/test_transport.py
+           tests/unit/test_worker.py tests/db/test_worker.py tests/e2e/test_worker.py
+           tests/e2e/test_secure_defaults.py tests/db/test_backends.py
+           tests/e2e/test_backends_e2e.py)
 
 leg_venv()   {
   case $1 in main) echo .venv ;; dj42) echo .venv-dj42 ;; dj6) echo .venv-dj6 ;;
