@@ -70,19 +70,20 @@ def package_receivers_only(signal: Signal) -> bool:
         return False
 
 
-def enqueued(executions: Sequence[Any], *, at_once: bool = False) -> None:
-    """``task_enqueued`` for each execution (model instances just written), after the
-    transaction commits; ``at_once`` for an outbox that runs messages before the commit."""
+def enqueued(messages: Sequence[TaskMessage], *, at_once: bool = False) -> None:
+    """``task_enqueued`` for the execution of each message (first tries just written), after
+    the transaction commits; ``at_once`` for an outbox that runs messages before the commit.
+    Messages carry every argument, so a bulk enqueue builds no model instances for it."""
     if not task_enqueued.has_listeners():
         return
 
     def send() -> None:
-        for execution in executions:
+        for message in messages:
             task_enqueued.send(
-                sender=registry.get(execution.task_name),
-                execution_uuid=execution.uuid, execution_id=execution.pk,
-                task_name=execution.task_name, queue_name=execution.queue_name,
-                group_id=execution.group_id,
+                sender=registry.get(message.task_name),
+                execution_uuid=message.execution_uuid, execution_id=message.execution_id,
+                task_name=message.task_name, queue_name=message.queue_name,
+                group_id=message.group_id,
             )
 
     _now_or_on_commit(send, at_once)

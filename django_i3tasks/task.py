@@ -287,7 +287,7 @@ class Task(Generic[P, R]):
         if self._signature is not None:
             specs.bind_arguments(self.name, self._signature, args, kwargs, bound=self.bind)
         key = specs.concurrency_key_of(self.name, self.concurrency_key, args, kwargs)
-        return dataclasses.replace(template, args=args, kwargs=kwargs, concurrency_key=key)
+        return template.with_call(args, kwargs, key)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Enqueue a call: check the arguments (``TypeError`` naming the problem, before

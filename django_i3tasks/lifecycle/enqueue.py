@@ -140,11 +140,12 @@ def _write(spec: ExecutionSpec) -> TaskExecution:
 def _send(sink: outbox.Outbox, executions: Sequence[Any], try_ids: Sequence[int],
           numbers: Sequence[int]) -> None:
     """Announce executions whose tries were just written and hand their messages over."""
-    signals.enqueued(executions, at_once=sink.runs_inline)
-    sink.send([
+    messages = [
         TaskMessage.of(execution, try_id, number)
         for execution, try_id, number in zip(executions, try_ids, numbers, strict=True)
-    ])
+    ]
+    signals.enqueued(messages, at_once=sink.runs_inline)
+    sink.send(messages)
 
 
 def enqueue_many(
@@ -181,11 +182,9 @@ def enqueue_many(
     sink = outbox.get_outbox()
     with transaction.atomic(savepoint=False):
         ids = _insert_first_tries(rows, common, now)
-        executions: list[TaskExecution] = []
-        if returning or signals.task_enqueued.has_listeners():
-            executions = _loaded(rows, common, [execution_id for execution_id, _ in ids])
-            signals.enqueued(executions, at_once=sink.runs_inline)
-        sink.send([
+        executions = (_loaded(rows, common, [execution_id for execution_id, _ in ids])
+                      if returning else [])
+        messages = [
             TaskMessage(
                 execution_id=execution_id, execution_uuid=row["uuid"], try_id=try_id,
                 try_number=1, task_name=row["task_name"], queue_name=row["queue_name"],
@@ -193,7 +192,9 @@ def enqueue_many(
                 group_id=common["group_id"], expires_at=row["expires_at"],
             )
             for row, (execution_id, try_id) in zip(rows, ids, strict=True)
-        ])
+        ]
+        signals.enqueued(messages, at_once=sink.runs_inline)
+        sink.send(messages)
     if sink.runs_inline:
         for execution in executions:
             execution.refresh_from_db(fields=["status", "finished_at"])

@@ -38,3 +38,28 @@ def test_bare_and_configured_decorator():
 def test_on_success_must_be_a_task():
     with pytest.raises(TypeError, match="on_success"):
         TaskDecorator(on_success=print)(lambda: None)
+
+
+def test_arguments_are_bound_by_shape_and_every_call_is_checked():
+    """A call's fit is remembered per shape (count of positional arguments, keyword names);
+    a misfit raises on every call of its shape, and other shapes are checked on their own."""
+    import inspect
+
+    from django_i3tasks.exceptions import TaskUsageError
+    from django_i3tasks.spec import bind_arguments
+
+    def two(a, b, *, c=0):
+        pass
+
+    signature = inspect.signature(two)
+    for _ in range(2):
+        bind_arguments("two", signature, [1, 2], {"c": 3})
+        with pytest.raises(TaskUsageError, match="missing a required argument: 'b'"):
+            bind_arguments("two", signature, [1], {})
+        with pytest.raises(TaskUsageError, match="unexpected keyword argument 'd'"):
+            bind_arguments("two", signature, [1, 2], {"d": 3})
+        with pytest.raises(TaskUsageError, match="multiple values for argument 'a'"):
+            bind_arguments("two", signature, [1, 2], {"a": 3})
+    bind_arguments("two", signature, [], {"a": 1, "b": 2})
+    with pytest.raises(TaskUsageError, match="given by the runner"):
+        bind_arguments("two", signature, [1, 2], {"task_metadata": 1}, bound=True)
