@@ -17,6 +17,9 @@ Systems, each with a budget of 8 tasks at once on this 2-core machine:
   backlog is enqueued with push paused, then delivered. ``ours-pull``:
   ``manage.py i3tasks_worker --concurrency 8``. Both with ``CONN_MAX_AGE=60``;
   ``ours-push@0``/``ours-pull@0`` repeat the no-op workload with Django's default 0.
+  Ours runs with the Prometheus receivers connected (the ``test`` extra installs
+  prometheus-client); ``ours-push-metrics-off`` is the push no-op with them disconnected,
+  on a second server, in turn with ``ours-push`` (issue 26's "metrics on and off").
 - ``old``: django-i3tasks 0.1.9, 8 of its pull workers, the same task bodies.
 - ``celery-redis``, ``celery-db``, ``celery-db-safe``: see ``bench/celery_side.py`` (both
   pools, the better one per workload; connections kept; the last one with acks_late,
@@ -65,9 +68,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCH_VENV = ROOT / ".venv-bench"
 RESULTS = HERE / "results"
-SYSTEMS = ["ours-push", "ours-pull", "ours-push@0", "ours-pull@0", "old", "celery-redis",
-           "celery-db", "celery-db-safe", "procrastinate", "django-tasks-db", "ceiling-push",
-           "ceiling-pull", "floor", "naive-floor"]
+SYSTEMS = ["ours-push", "ours-pull", "ours-push@0", "ours-pull@0", "ours-push-metrics-off", "old",
+           "celery-redis", "celery-db", "celery-db-safe", "procrastinate", "django-tasks-db",
+           "ceiling-push", "ceiling-pull", "floor", "naive-floor"]
 WORKLOADS = ["enqueue", "bulk", "noop", "sleep", "fanout", "sql", "beat"]
 _QUEUES = {"enqueue", "bulk", "noop", "sleep", "fanout"}
 #: Which workloads each system takes part in.
@@ -76,6 +79,7 @@ PLAN = {
     "ours-pull": {"noop", "sleep", "fanout"},
     "ours-push@0": {"noop"},
     "ours-pull@0": {"noop"},
+    "ours-push-metrics-off": {"noop"},
     "old": {"enqueue", "noop", "sleep"},
     "celery-redis": _QUEUES,
     "celery-db": _QUEUES | {"sql"},
@@ -91,7 +95,7 @@ PLAN = {
 POSTGRES_ONLY = {"procrastinate"}
 #: Rows that keep Django's default CONN_MAX_AGE=0 on purpose: one session per task expected.
 NEW_SESSION_PER_TASK = {"ours-push@0", "ours-pull@0"}
-PUSH_SERVED = ("ours-push", "floor", "naive-floor", "ceiling-push")
+PUSH_SERVED = ("ours-push", "ours-push-metrics-off", "floor", "naive-floor", "ceiling-push")
 FULL = {"enqueue": 1000, "bulk": 1000, "noop": 2000, "sleep": 200, "fanout": 1000,
         "old_noop": 300, "rounds": 3}
 QUICK = {"enqueue": 200, "bulk": 1000, "noop": 200, "sleep": 40, "fanout": 100,
@@ -306,13 +310,22 @@ class Run:
                 child.kill()
                 child.wait(10)
 
-    def gunicorn(self, conn_max_age: int = 60) -> subprocess.Popen:
+    def gunicorn(self, conn_max_age: int = 60, port: int | None = None,
+                 extra: dict[str, str] | None = None) -> subprocess.Popen:
+        port = port or self.port
         child = self.spawn([str(Path(sys.executable).with_name("gunicorn")),
-                            "compare_project.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "2",
+                            "compare_project.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2",
                             "--threads", "8", "--log-level", "warning"], conn_max_age,
-                           {"CMP_INFLIGHT": "1"})
-        wait_port(self.port)
+                           {"CMP_INFLIGHT": "1", **(extra or {})})
+        wait_port(port)
         return child
+
+    def hold_ours_at(self, port: int) -> Any:
+        """As ``hold_ours``, but the backlog is then pushed to the server on ``port``."""
+        from django_i3tasks.conf import get_settings, pubsub_config
+
+        return self.push_held(pubsub_config().subscription_path(get_settings().default_queue),
+                              f"http://127.0.0.1:{port}/i3/tasks-push/")
 
     def close(self) -> None:
         for child in self.children:
@@ -711,7 +724,14 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
                 continue
             server = run.gunicorn(conn)
             ours_throughput(tasks.noop, 100, hold=run.hold_ours())  # every thread connects
+            # Metrics off: the same push view on a second server whose processes disconnect
+            # the Prometheus receivers (``CMP_METRICS=off``); ours-push has them on.
+            off_port = free_port()
+            off_server = run.gunicorn(conn, off_port, {"CMP_METRICS": "off"}) if (
+                system == "ours-push" and wanted("ours-push-metrics-off", "noop")) else None
             paired = {name: measure_ref for name, measure_ref in (
+                ("ours-push-metrics-off", lambda n, port=off_port: ours_throughput(
+                    tasks.noop, n, hold=run.hold_ours_at(port))),
                 ("floor", lambda n: floor_throughput(run, n)),
                 ("naive-floor", lambda n: floor_throughput(run, n, "naive-floor")),
                 ("ceiling-push", lambda n: ceiling_push(run, n)))
@@ -730,6 +750,10 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
                 for name, values in rates.items():
                     note(name, "noop", {**summary(values),
                                         "in_flight": in_flight.get(name, [])})
+            if off_server is not None:
+                run.stop(off_server)
+                with run.hold_ours():  # pushes go to the metrics-on server again
+                    pass
             if wanted(system, "sleep"):
                 note(system, "sleep", summary([timed(system, "sleep", sizes["sleep"], lambda: (
                     ours_throughput(tasks.nap, sizes["sleep"], (SLEEP,), run.hold_ours())))

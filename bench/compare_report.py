@@ -25,7 +25,7 @@ def table(result: dict[str, Any]) -> str:
     def fmt(value: float | None, unit: str = "") -> str:
         return "-" if value is None else f"{value:,.1f}{unit}"
 
-    head = f"{'system':<16}{'noop/s':>9}{'spread':>12}{'50ms/s':>8}{'bulk ms':>9}" \
+    head = f"{'system':<22}{'noop/s':>9}{'spread':>12}{'50ms/s':>8}{'bulk ms':>9}" \
            f"{'fan enq s':>10}{'fan done s':>11}{'enq ms':>8}{'p95 ms':>8}  pool / in flight"
     lines.append(head)
     for system, entry in s.items():
@@ -44,7 +44,7 @@ def table(result: dict[str, Any]) -> str:
                          f" max {max(f['max'] for f in flights)}, sender mean "
                          f"{statistics.mean(f['sender']['mean'] for f in flights):.1f} max "
                          f"{max(f['sender']['max'] for f in flights)}")
-        lines.append(f"{system:<16}{fmt(med(entry, 'noop')):>9}{spread:>12}"
+        lines.append(f"{system:<22}{fmt(med(entry, 'noop')):>9}{spread:>12}"
                      f"{fmt(med(entry, 'sleep')):>8}{fmt(bulk and bulk * 1000):>9}"
                      f"{fmt(med(entry, 'fanout', 'enqueue')):>10}"
                      f"{fmt(med(entry, 'fanout', 'callback')):>11}"
@@ -109,6 +109,9 @@ def targets(result: dict[str, Any]) -> list[str]:
     ratio(f".delay() / fastest durable peer's enqueue ({name})",
           get("ours-push", "enqueue", "median"), value, "<=", 1.0)
     lines = [f"targets ({result['db']}):"]
+    on, off = get("ours-push", "noop"), get("ours-push-metrics-off", "noop")
+    if on and off:
+        lines.append(f"  metrics on / off, push no-op (issue 26, for information): {on / off:.2f}")
     for label, value, op, target in rows:
         if value is None:
             lines.append(f"  {label}: not measured")

@@ -29,7 +29,7 @@ def measure(db: str) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from django_i3tasks import metrics, outbox
-    from tests.conftest import push_envelope
+    from tests.helpers import push_envelope
     from tests.testapp import tasks
 
     class Collect(outbox.Outbox):

@@ -177,7 +177,7 @@ class Bench:
         from django_i3tasks import beat, outbox, transport
         from django_i3tasks.lifecycle import message_for
         from django_i3tasks.models import TaskExecution
-        from tests.conftest import push_envelope
+        from tests.helpers import push_envelope
         from tests.testapp import tasks
 
         figures: dict[str, list[float]] = {}

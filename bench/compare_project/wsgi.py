@@ -1,6 +1,7 @@
 """WSGI entry for gunicorn. With ``CMP_INFLIGHT=1`` every request's start and end go to Redis
 (``cmp:spans``, batched by a thread every 0.2 s), so the driver can count how many requests
-were in flight at once across all gunicorn workers: the same small cost for every endpoint."""
+were in flight at once across all gunicorn workers: the same small cost for every endpoint.
+With ``CMP_METRICS=off`` the Prometheus receivers are disconnected (metrics on and off)."""
 
 import os
 import threading
@@ -11,6 +12,11 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "compare_project.settings")
 application = get_wsgi_application()
+
+if os.environ.get("CMP_METRICS") == "off":  # the "ours-push-metrics-off" row
+    from django_i3tasks import metrics
+
+    metrics.disconnect()
 
 if os.environ.get("CMP_INFLIGHT") == "1":
     import redis
