@@ -20,6 +20,9 @@ Systems, each with a budget of 8 tasks at once on this 2-core machine:
   Ours runs with the Prometheus receivers connected (the ``test`` extra installs
   prometheus-client); ``ours-push-metrics-off`` is the push no-op with them disconnected,
   on a second server, in turn with ``ours-push`` (issue 26's "metrics on and off").
+  ``ours-pull-backlog``: the pull worker alone, in turn with ``ours-pull``: the tasks are
+  enqueued in bulk while no worker runs, then a worker starts; from its first recorded
+  finish to its last. Every other throughput row includes the driver's one-by-one enqueues.
 - ``old``: django-i3tasks 0.1.9, 8 of its pull workers, the same task bodies.
 - ``celery-redis``, ``celery-db``, ``celery-db-safe``: see ``bench/celery_side.py`` (both
   pools, the better one per workload; connections kept; the last one with acks_late,
@@ -68,7 +71,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCH_VENV = ROOT / ".venv-bench"
 RESULTS = HERE / "results"
-SYSTEMS = ["ours-push", "ours-pull", "ours-push@0", "ours-pull@0", "ours-push-metrics-off", "old",
+SYSTEMS = ["ours-push", "ours-pull", "ours-push@0", "ours-pull@0", "ours-push-metrics-off",
+           "ours-pull-backlog", "old",
            "celery-redis", "celery-db", "celery-db-safe", "procrastinate", "django-tasks-db",
            "ceiling-push", "ceiling-pull", "floor", "naive-floor"]
 WORKLOADS = ["enqueue", "bulk", "noop", "sleep", "fanout", "sql", "beat"]
@@ -80,6 +84,7 @@ PLAN = {
     "ours-push@0": {"noop"},
     "ours-pull@0": {"noop"},
     "ours-push-metrics-off": {"noop"},
+    "ours-pull-backlog": {"noop"},
     "old": {"enqueue", "noop", "sleep"},
     "celery-redis": _QUEUES,
     "celery-db": _QUEUES | {"sql"},
@@ -375,6 +380,25 @@ def ours_throughput(task: Any, n: int, args: tuple = (), hold: Any = None) -> fl
     poll(lambda: done.count() >= n, 600, f"{n} {task.name} tasks", POLL)
     WINDOW[:] = [started, done.aggregate(last=Max("finished_at"))["last"].timestamp()]
     return n / (WINDOW[1] - started)
+
+
+def ours_backlog(task: Any, n: int, start: Callable[[], Any]) -> float:
+    """The pull worker alone: ``n`` tasks enqueued in bulk while no worker runs, then a worker
+    is started; from its first recorded finish to its last (its start-up not counted)."""
+    from django.db.models import Max, Min
+
+    from django_i3tasks import transport
+    from django_i3tasks.models import TaskExecution
+
+    ours_clear()
+    task.map([(index,) for index in range(n)])
+    transport.flush()
+    start()
+    done = TaskExecution.objects.filter(status="success")
+    poll(lambda: done.count() >= n, 600, f"{n} {task.name} tasks (backlog)", POLL)
+    span = done.aggregate(first=Min("finished_at"), last=Max("finished_at"))
+    WINDOW[:] = [span["first"].timestamp(), span["last"].timestamp()]
+    return (n - 1) / (WINDOW[1] - WINDOW[0])
 
 
 def ours_fanout(member: Any, callback: Any, n: int) -> tuple[float, float]:
@@ -773,13 +797,18 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
         for system, conn in (("ours-pull", 60), ("ours-pull@0", 0)):
             if not any(wanted(system, w) for w in WORKLOADS):
                 continue
-            worker = run.spawn([sys.executable, "-m", "django", "i3tasks_worker", "--queue",
-                                "pull", "--concurrency", str(CONCURRENCY),
-                                "--status-interval", "3600"], conn)
+            def start_worker(conn: int = conn) -> subprocess.Popen:
+                return run.spawn([sys.executable, "-m", "django", "i3tasks_worker", "--queue",
+                                  "pull", "--concurrency", str(CONCURRENCY),
+                                  "--status-interval", "3600"], conn)
+
+            worker = start_worker()
             ours_throughput(tasks.noop_pull, 100)
             if wanted(system, "noop"):
                 ceiling = system == "ours-pull" and wanted("ceiling-pull", "noop")
-                rates = {system: [], **({"ceiling-pull": []} if ceiling else {})}
+                backlog = system == "ours-pull" and wanted("ours-pull-backlog", "noop")
+                rates = {system: [], **({"ceiling-pull": []} if ceiling else {}),
+                         **({"ours-pull-backlog": []} if backlog else {})}
                 if ceiling:
                     ceiling_pull(run, 100)
                 for _ in range(rounds):
@@ -787,6 +816,13 @@ def measure(db: str, systems: list[str], workloads: list[str], sizes: dict[str, 
                         ours_throughput(tasks.noop_pull, sizes["noop"]))))
                     if ceiling:
                         rates["ceiling-pull"].append(ceiling_pull(run, sizes["noop"]))
+                    if backlog:
+                        run.stop(worker)
+                        rates["ours-pull-backlog"].append(timed(
+                            "ours-pull-backlog", "noop", sizes["noop"],
+                            lambda: ours_backlog(tasks.noop_pull, sizes["noop"], start_worker)))
+                        worker = run.children[-1]
+                        ours_throughput(tasks.noop_pull, 100)  # its threads connect
                 for name, values in rates.items():
                     note(name, "noop", {**summary(values), **(
                         {"flow_control": pull_flow_control()} if name == "ceiling-pull" else {})})

@@ -109,6 +109,10 @@ def targets(result: dict[str, Any]) -> list[str]:
     ratio(f".delay() / fastest durable peer's enqueue ({name})",
           get("ours-push", "enqueue", "median"), value, "<=", 1.0)
     lines = [f"targets ({result['db']}):"]
+    alone = get("ours-pull-backlog", "noop")
+    if alone and get("ceiling-pull", "noop"):
+        lines.append(f"  pull worker alone (backlog) / pull ceiling (for information): "
+                     f"{alone / get('ceiling-pull', 'noop'):.2f}")
     on, off = get("ours-push", "noop"), get("ours-push-metrics-off", "noop")
     if on and off:
         lines.append(f"  metrics on / off, push no-op (issue 26, for information): {on / off:.2f}")

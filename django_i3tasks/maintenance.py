@@ -125,7 +125,6 @@ def clean(older_than_days: int | None = None, *, dry_run: bool = False,
 
 def _delete(connection: Any, ids: list[int]) -> None:
     """One batch: results, tries, the links to the executions, the executions."""
-    statements = queries.delete_executions(connection, len(ids))
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        for sql in statements:
-            cursor.execute(sql, ids)
+        for sql, params in queries.delete_executions(connection, ids):
+            cursor.execute(sql, params)

@@ -263,24 +263,50 @@ def advance_schedule_states(connection: Any, *, picks: list[str] | None = None,
     return head + f"(VALUES {placeholders}) AS v" + tail
 
 
-def delete_executions(connection: Any, count: int) -> tuple[str, ...]:
-    """``i3tasks_clean``'s batch of ``count`` execution ids, in order: their results, their
-    tries, the links other executions and groups hold to them, the executions. Each
-    statement takes the ids as its parameters."""
+def delete_executions(connection: Any, ids: list[int]) -> list[tuple[str, Any]]:
+    """``i3tasks_clean``'s batch: the executions ``ids`` with their results and tries, once
+    what still points at them is unlinked (a next step's ``previous``, a failure handler's
+    ``handler_of``, a group's ``callback`` and ``failure_handler``), as ``(statement,
+    parameters)`` pairs for one transaction. PostgreSQL: ONE statement whose data-modifying
+    CTEs share the ids as one array parameter (``ids``); elsewhere one statement per table."""
     quote = connection.ops.quote_name
     execution, group = TaskExecution._meta, TaskGroup._meta
-    marks = ", ".join(["%s"] * count)
-    return (
-        f"DELETE FROM {quote(TaskExecutionResult._meta.db_table)} "
-        f"WHERE {quote('execution_id')} IN ({marks})",
-        f"DELETE FROM {quote(TaskExecutionTry._meta.db_table)} "
-        f"WHERE {quote('execution_id')} IN ({marks})",
-        f"UPDATE {quote(execution.db_table)} SET {quote('previous_id')} = NULL "
-        f"WHERE {quote('previous_id')} IN ({marks})",
-        f"UPDATE {quote(group.db_table)} SET {quote('callback_id')} = NULL "
-        f"WHERE {quote('callback_id')} IN ({marks})",
-        f"DELETE FROM {quote(execution.db_table)} WHERE {quote('id')} IN ({marks})",
-    )
+    results, tries = TaskExecutionResult._meta.db_table, TaskExecutionTry._meta.db_table
+    table, groups = quote(execution.db_table), quote(group.db_table)
+    previous, handler_of = quote("previous_id"), quote("handler_of_id")
+    callback, failure_handler = quote("callback_id"), quote("failure_handler_id")
+    if connection.vendor == "postgresql":
+        def build() -> str:
+            within = "= ANY(%(ids)s)"  # an index scan per table, the array given once
+
+            def unlink(column: str) -> str:
+                return f"{column} = CASE WHEN {column} {within} THEN NULL ELSE {column} END"
+
+            return (
+                f"WITH r AS (DELETE FROM {quote(results)} WHERE {quote('execution_id')} "
+                f"{within}), "
+                f"t AS (DELETE FROM {quote(tries)} WHERE {quote('execution_id')} {within}), "
+                f"s AS (UPDATE {table} SET {unlink(previous)}, {unlink(handler_of)} "
+                f"WHERE ({previous} {within} OR {handler_of} {within}) "
+                f"AND NOT {quote('id')} {within}), "
+                f"g AS (UPDATE {groups} SET {unlink(callback)}, {unlink(failure_handler)} "
+                f"WHERE {callback} {within} OR {failure_handler} {within}) "
+                f"DELETE FROM {table} WHERE {quote('id')} {within}"
+            )
+
+        return [(str(_cached(("delete_executions", connection.alias), build)),
+                 {"ids": list(ids)})]
+    marks = ", ".join(["%s"] * len(ids))
+    statements = [
+        f"DELETE FROM {quote(results)} WHERE {quote('execution_id')} IN ({marks})",
+        f"DELETE FROM {quote(tries)} WHERE {quote('execution_id')} IN ({marks})",
+        f"UPDATE {table} SET {previous} = NULL WHERE {previous} IN ({marks})",
+        f"UPDATE {table} SET {handler_of} = NULL WHERE {handler_of} IN ({marks})",
+        f"UPDATE {groups} SET {callback} = NULL WHERE {callback} IN ({marks})",
+        f"UPDATE {groups} SET {failure_handler} = NULL WHERE {failure_handler} IN ({marks})",
+        f"DELETE FROM {table} WHERE {quote('id')} IN ({marks})",
+    ]
+    return [(sql, list(ids)) for sql in statements]
 
 
 def try_timings(connection: Any) -> str:

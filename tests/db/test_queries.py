@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from django_i3tasks import db, queries
@@ -15,6 +15,7 @@ from django_i3tasks.models import (
     TaskExecution,
     TaskExecutionResult,
     TaskExecutionTry,
+    TaskGroup,
 )
 
 pytestmark = pytest.mark.django_db
@@ -150,13 +151,23 @@ def test_delete_executions_removes_the_batch_and_unlinks_what_points_at_it() -> 
     TaskExecutionResult.objects.create(execution=execution, task_try=task_try, value=1)
     step = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
                                         previous=execution)
-    with connection.cursor() as cursor:
-        for sql in queries.delete_executions(connection, 1):
-            cursor.execute(sql, [execution.pk])
-    assert not TaskExecution.objects.filter(pk=execution.pk).exists()
+    handler = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
+                                           handler_of=execution)
+    group = TaskGroup.objects.create(total_count=1, callback=execution,
+                                     failure_handler=execution)
+    gone = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
+                                        previous=execution)  # in the batch too
+    with transaction.atomic(), connection.cursor() as cursor:
+        for sql, params in queries.delete_executions(connection, [execution.pk, gone.pk]):
+            cursor.execute(sql, params)
+    connection.check_constraints()  # nothing points at a deleted row
+    assert not TaskExecution.objects.filter(pk__in=[execution.pk, gone.pk]).exists()
     assert not TaskExecutionTry.objects.filter(execution_id=execution.pk).exists()
     step.refresh_from_db()
-    assert step.previous_id is None
+    handler.refresh_from_db()
+    group.refresh_from_db()
+    assert step.previous_id is None and handler.handler_of_id is None
+    assert group.callback_id is None and group.failure_handler_id is None
 
 
 @postgres_only
