@@ -1,6 +1,7 @@
 """Figures over executions and tries in a time window: what ``manage.py i3tasks stats`` and
 the admin dashboard show. Each function is one grouped query (percentiles are computed by
-PostgreSQL; on other databases from the window's durations in Python).
+PostgreSQL, from histograms for the dashboard; on other databases from the window's
+durations in Python).
 
 Durations are a try's ``finished_at - started_at``; the queue delay is ``started_at -
 not_before`` (from when the try was due, after any backoff or countdown, to its start).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.db import connections, router
@@ -119,31 +121,74 @@ def finished_tries(since: datetime, by_hour: bool = False,
 def window_tries(since: datetime, by_hour: bool) -> dict[str, Any]:
     """The dashboard's try figures in one pass over the window on PostgreSQL (the join of
     tries and executions is made once): ``outcomes`` ``[(bucket, status, n)]``, ``per_task``
-    ``[(bucket, task, n)]`` and ``timings`` as ``timings()``. Elsewhere: three queries."""
+    ``[(bucket, task, n)]`` (buckets are whole UTC minutes or hours, as the dashboard's
+    points) and ``timings`` as ``timings()``, whose percentiles come from
+    histograms there: within 2.5 % of the exact value (``i3tasks stats`` gives exact ones).
+    Elsewhere: three queries, exact percentiles."""
     connection = _connection()
     if connection.vendor != "postgresql":
         return {"outcomes": finished_tries(since, by_hour),
                 "per_task": finished_tries(since, by_hour, per_task=True),
                 "timings": timings(since)}
     from django.db import transaction
-    from django.utils import timezone as dj_timezone
 
-    sql = queries.window_tries(connection)
-    zone = dj_timezone.get_current_timezone_name()
+    step = 3600 if by_hour else 60
     result: dict[str, Any] = {"outcomes": [], "per_task": [], "timings": {}}
+    runs: dict[str, dict[int, int]] = defaultdict(dict)
+    delays: dict[str, dict[int, int]] = defaultdict(dict)
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        # The percentiles sort the window in memory rather than on disk.
+        # Enough memory for the planner to hash the three groupings instead of sorting.
         cursor.execute("SET LOCAL work_mem = '64MB'")
-        cursor.execute(sql, ["hour" if by_hour else "minute", zone, since])
-        for kind, key, bucket, n, durations, delays in cursor.fetchall():
-            if bucket is not None:
-                bucket = dj_timezone.make_aware(bucket, dj_timezone.get_current_timezone())
-            if kind == "o":
-                result["outcomes"].append((bucket, key, n))
-            elif kind == "s":
-                result["per_task"].append((bucket, key, n))
-            elif n:
-                result["timings"][key] = {
-                    "tries": n, "p50_duration": durations[0], "p95_duration": durations[1],
-                    "p50_delay": delays[0], "p95_delay": delays[1]}
+        cursor.execute(queries.window_tries(connection), [step, since])
+        rows = cursor.fetchall()
+    outcomes: dict[tuple[int, str], int] = defaultdict(int)
+    per_task: dict[tuple[int, str], int] = defaultdict(int)
+    for grouping, status, bucket, task, run_bin, delay_bin, n in rows:
+        if grouping == _BY_BUCKET:
+            outcomes[(bucket, status)] += n
+            per_task[(bucket, task)] += n
+        elif grouping == _RUN_BINS and run_bin is not None:
+            runs[task][run_bin] = n
+        elif grouping == _DELAY_BINS and delay_bin is not None:
+            delays[task][delay_bin] = n
+
+    def moment(bucket: int) -> datetime:
+        return datetime.fromtimestamp(bucket * step, dt_timezone.utc)
+
+    result["outcomes"] = [(moment(b), status, n) for (b, status), n in outcomes.items()]
+    result["per_task"] = [(moment(b), task, n) for (b, task), n in per_task.items()]
+    for task, bins in runs.items():
+        result["timings"][task] = {
+            "tries": sum(bins.values()),
+            "p50_duration": binned_percentile(bins, 0.5),
+            "p95_duration": binned_percentile(bins, 0.95),
+            "p50_delay": binned_percentile(delays.get(task, {}), 0.5),
+            "p95_delay": binned_percentile(delays.get(task, {}), 0.95),
+        }
     return result
+
+
+#: ``GROUPING()`` of ``queries.window_tries``' sets.
+_BY_BUCKET, _RUN_BINS, _DELAY_BINS = 3, 25, 26
+
+
+def binned_percentile(bins: dict[int, int], fraction: float) -> float | None:
+    """The percentile of a ``queries.LOG_BINS`` histogram, interpolated between the closest
+    ranks as ``percentile_cont`` does; each rank stands at the middle of its bin (0.5 ms for
+    the bin under 1 ms)."""
+    total = sum(bins.values())
+    if not total:
+        return None
+    ordered = sorted(bins)
+
+    def at(rank: int) -> float:  # the value of the 0-based ``rank``
+        seen = 0
+        for index in ordered:
+            seen += bins[index]
+            if seen > rank:
+                break
+        return 0.0005 if index < 0 else 0.001 * math.exp((index + 0.5) / queries.LOG_BINS)
+
+    position = (total - 1) * fraction
+    low, high = at(math.floor(position)), at(math.ceil(position))
+    return low + (high - low) * (position - math.floor(position))

@@ -181,7 +181,10 @@ def test_try_timings_and_window_tries_read_finished_tries() -> None:
         ((task, count, durations, delays),) = cursor.fetchall()
         assert (task, count) == ("tests.q", 1)
         assert round(durations[0]) == 2 and round(delays[0]) == 1
-        cursor.execute(queries.window_tries(connection),
-                       ["minute", "UTC", now - timedelta(minutes=1)])
-        kinds = sorted(row[0] for row in cursor.fetchall())
-        assert kinds == ["o", "p", "s"]
+        cursor.execute(queries.window_tries(connection), [60, now - timedelta(minutes=1)])
+        rows = {row[0]: row[1:] for row in cursor.fetchall()}
+    # GROUPING(): per task, outcome and minute, per task and run-time bin, per task and
+    # queue-delay bin (2 s and 1 s: bins 152 and 138 of 20 per factor e over 1 ms).
+    assert sorted(rows) == [3, 25, 26]
+    assert rows[3][:3] == ("success", int(now.timestamp() // 60), "tests.q")
+    assert rows[25][3:] == (152, None, 1) and rows[26][3:] == (None, 138, 1)
