@@ -633,6 +633,12 @@ def system_settings(run: Run, django_settings: Any) -> dict[str, Any]:
                       "flow_control": pull_flow_control(), **database},
         "ours-pull@0": {"worker": f"manage.py i3tasks_worker --concurrency {CONCURRENCY}",
                         "flow_control": pull_flow_control(), **database, "CONN_MAX_AGE": 0},
+        "ours-push-metrics-off": {**server, "endpoint": "the push view, Prometheus receivers "
+                                  "disconnected (CMP_METRICS=off)"},
+        "ours-pull-backlog": {"worker": f"manage.py i3tasks_worker --concurrency {CONCURRENCY}"
+                              ", started on a backlog enqueued with .map()",
+                              "measured": "from its first recorded finish to its last",
+                              "flow_control": pull_flow_control(), **database},
         "old": {"version": old_version(), "workers": f"{CONCURRENCY} x its i3tasks_worker "
                 "(one message at a time each)", "task bodies": "the same as ours",
                 **database},
