@@ -152,13 +152,15 @@ def chart(results: list[dict[str, Any]], path: Path, machine: str) -> None:
                        zip(names, values, strict=True)],
                       [result["systems"][n][workload]["max"] - v for n, v in
                        zip(names, values, strict=True)]]
-            colors = ["#1f77b4" if n.startswith("ours") else "#999999"
+            colors = ["#1f77b4" if n.startswith("ours") else "#9467bd" if n == "old" else "#999999"
                       if n.startswith(("ceiling", "floor", "naive")) else "#2ca02c"
                       if n in ("procrastinate", "django-tasks-db") else "#d62728"
                       for n in names]
             ax.bar(names, values, yerr=errors, color=colors, capsize=3)
             ax.set_title(f"{result['db']}: {title}")
-            ax.tick_params(axis="x", rotation=35)
+            ax.tick_params(axis="x", rotation=50)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
     figure.suptitle(f"django-i3tasks vs Celery, procrastinate, django-tasks-db, 0.1.9, the "
                     f"floor and the transport ceiling - "
                     f"{machine}", fontsize=10)
