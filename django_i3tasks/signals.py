@@ -71,7 +71,7 @@ def package_receivers_only(signal: Signal) -> bool:
 
 
 def enqueued(messages: Sequence[TaskMessage], *, at_once: bool = False) -> None:
-    """``task_enqueued`` for the execution of each message (first tries just written), after
+    """``task_enqueued`` for the execution of each message (its try just written), after
     the transaction commits; ``at_once`` for an outbox that runs messages before the commit.
     Messages carry every argument, so a bulk enqueue builds no model instances for it."""
     if not task_enqueued.has_listeners():
