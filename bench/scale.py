@@ -175,7 +175,7 @@ class Bench:
         from django.utils import timezone
 
         from django_i3tasks import beat, outbox, transport
-        from django_i3tasks.lifecycle import message_for
+        from django_i3tasks.messages import TaskMessage
         from django_i3tasks.models import TaskExecution
         from tests.helpers import push_envelope
         from tests.testapp import tasks
@@ -193,7 +193,8 @@ class Bench:
         bodies = []
         for handle in fresh:
             execution = TaskExecution.objects.get(pk=handle.id)
-            data, attributes = message_for(execution, execution.tries.get()).encode()
+            first = execution.tries.get()
+            data, attributes = TaskMessage.of(execution, first.pk, first.number).encode()
             bodies.append(push_envelope(data, attributes))
 
         def push() -> None:
