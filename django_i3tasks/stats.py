@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -30,10 +31,14 @@ def percentile(values: list[float], fraction: float) -> float | None:
     """Linear interpolation between closest ranks (PostgreSQL's ``percentile_cont``)."""
     if not values:
         return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * fraction
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return _interpolated(len(values), fraction, sorted(values).__getitem__)
+
+
+def _interpolated(count: int, fraction: float, value_at: Callable[[int], float]) -> float:
+    """``percentile_cont`` over ``count`` ordered values, ``value_at(rank)`` (0-based) each."""
+    position = (count - 1) * fraction
+    low, high = value_at(math.floor(position)), value_at(math.ceil(position))
+    return low + (high - low) * (position - math.floor(position))
 
 
 def status_counts(since: datetime) -> dict[str, dict[str, int]]:
@@ -123,7 +128,7 @@ def window_tries(since: datetime, by_hour: bool) -> dict[str, Any]:
     tries and executions is made once): ``outcomes`` ``[(bucket, status, n)]``, ``per_task``
     ``[(bucket, task, n)]`` (buckets are whole UTC minutes or hours, as the dashboard's
     points) and ``timings`` as ``timings()``, whose percentiles come from
-    histograms there: within 2.5 % of the exact value (``i3tasks stats`` gives exact ones).
+    histograms there: within a bin (5 %) of the exact value (``i3tasks stats`` gives exact ones).
     Elsewhere: three queries, exact percentiles."""
     connection = _connection()
     if connection.vendor != "postgresql":
@@ -189,6 +194,4 @@ def binned_percentile(bins: dict[int, int], fraction: float) -> float | None:
                 break
         return 0.0005 if index < 0 else 0.001 * math.exp((index + 0.5) / queries.LOG_BINS)
 
-    position = (total - 1) * fraction
-    low, high = at(math.floor(position)), at(math.ceil(position))
-    return low + (high - low) * (position - math.floor(position))
+    return _interpolated(total, fraction, at)
