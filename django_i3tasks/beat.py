@@ -406,6 +406,11 @@ def recover_lost(now: datetime) -> int:
         Q(status=TryStatus.QUEUED, not_before__lt=cutoff)
         | Q(status=TryStatus.RUNNING, lease_expires_at__lt=cutoff)
     ) & (Q(republished_at__isnull=True) | Q(republished_at__lt=cutoff))
+    # Usually nothing is stuck: that answer is read without a join. Joined with the
+    # executions, the planner (which estimates every queued try as old enough) planned the
+    # empty answer for thousands of rows, with parallel workers, on a large table.
+    if not TaskExecutionTry.objects.filter(stuck).exists():
+        return 0
     ids = list(
         TaskExecutionTry.objects.filter(stuck, execution__status=ExecutionStatus.PENDING)
         .order_by("pk")

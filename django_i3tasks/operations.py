@@ -14,6 +14,7 @@ from django.db.models import Count, Max, Min
 from django.utils import timezone
 
 from . import lifecycle, stats
+from .db import unique_row
 from .exceptions import I3TasksError
 from .models import ExecutionStatus, TaskExecution, TaskExecutionResult
 
@@ -84,8 +85,8 @@ def list_executions(*, status: str | None = None, task: str | None = None,
 
 def show(execution_uuid: uuid.UUID) -> dict[str, Any] | None:
     """One execution with its call, tries (errors included), result, chain and group."""
-    execution = (TaskExecution.objects.select_related("group", "previous")
-                 .filter(uuid=execution_uuid).first())
+    execution = unique_row(TaskExecution.objects.select_related("group", "previous")
+                           .filter(uuid=execution_uuid))
     if execution is None:
         return None
     tries = [{

@@ -20,6 +20,7 @@ from uuid import UUID
 
 from django.db import router, transaction
 
+from .db import unique_row
 from .exceptions import (
     ResultTimeout,
     TaskCancelled,
@@ -184,7 +185,7 @@ def get_result(execution_uuid: UUID | str, task_name: str | None = None) -> Task
     executions = TaskExecution.objects.filter(uuid=wanted)
     if task_name is not None:
         executions = executions.filter(task_name=task_name)
-    execution = executions.select_related("result", "group").first()
+    execution = unique_row(executions.select_related("result", "group"))
     if execution is None:
         raise TaskResultDoesNotExist(f"no execution {wanted}"
                                      + (f" of {task_name}" if task_name else ""))

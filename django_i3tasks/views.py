@@ -32,6 +32,7 @@ from . import metrics
 from .auth import authenticate_beat, authenticate_push, check_token
 from .beat import parse_schedule_time, run_beat
 from .conf import get_queue, get_settings
+from .db import unique_row
 from .exceptions import RequestRefused
 from .execution import Outcome, OutcomeStatus, run_message
 from .logs import designed_answer, error_summary
@@ -198,14 +199,14 @@ def status(request: HttpRequest, execution_uuid: str) -> JsonResponse:
                 error(400, "invalid_uuid", "look executions up by uuid (integer ids are "
                                            "accepted only when I3TASKS.status_token is set)"),
                 "invalid_uuid: an integer id without a status token", request=request)
-        execution = executions.filter(pk=int(execution_uuid)).first()
+        execution = unique_row(executions.filter(pk=int(execution_uuid)))
     else:
         try:
             wanted = UUID(execution_uuid)
         except ValueError:
             return designed_answer(error(400, "invalid_uuid", "the execution id must be a UUID"),
                                    "invalid_uuid", request=request)
-        execution = executions.filter(uuid=wanted).first()
+        execution = unique_row(executions.filter(uuid=wanted))
     if execution is None:
         return designed_answer(error(404, "not_found", f"no execution {execution_uuid}"),
                                "not_found", request=request)

@@ -32,7 +32,15 @@ from django.utils import timezone
 
 from .. import outbox, queries, signals
 from ..conf import get_settings
-from ..db import bound_cursor, claim_row, fetch_one, prepared, row_moment, update_returning
+from ..db import (
+    bound_cursor,
+    claim_row,
+    fetch_one,
+    prepared,
+    row_moment,
+    unique_row,
+    update_returning,
+)
 from ..exceptions import TaskCancelled
 from ..messages import TaskMessage, to_json_value
 from ..models import (
@@ -94,15 +102,13 @@ def claim(message: TaskMessage, lease_seconds: float | None = None,
 
 def _unclaimed(message: TaskMessage, now: datetime) -> Outcome:
     """Why a try could not be claimed (reads only; this is the rare path)."""
-    row = (
+    row = unique_row(
         TaskExecutionTry.objects.filter(
             pk=message.try_id,
             execution_id=message.execution_id,
             number=message.try_number,
             execution__uuid=message.execution_uuid,
-        )
-        .values("status", "not_before", "lease_expires_at")
-        .first()
+        ).values("status", "not_before", "lease_expires_at")
     )
     if row is None:
         return Outcome.of(message, OutcomeStatus.UNKNOWN, True, detail="no such try")

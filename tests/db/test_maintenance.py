@@ -50,3 +50,46 @@ def test_clean_removes_only_old_finished_executions(i3settings):
     assert not TaskExecutionResult.objects.filter(execution_id=old.pk).exists()
     assert not TaskExecutionTry.objects.filter(execution_id=old.pk).exists()
     assert TaskExecutionTry.objects.get(execution_id=pending_old.pk).status == TryStatus.QUEUED
+
+
+def _old_finished() -> None:
+    handle = tasks.add.using(queue_name="default").delay(1, 1)
+    TaskExecution.objects.filter(pk=handle.id).update(
+        status="success", finished_at=timezone.now() - timedelta(days=40))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_clean_vacuums_on_postgres_unless_told_not_to(no_publish):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    on_postgres = connection.vendor == "postgresql"
+    _old_finished()
+    out = StringIO()
+    with CaptureQueriesContext(connection) as captured:
+        call_command("i3tasks_clean", stdout=out)
+    vacuums = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("VACUUM")]
+    assert "deleted 1 finished execution(s)" in out.getvalue()
+    assert len(vacuums) == (3 if on_postgres else 0)
+    assert ("vacuumed django_i3tasks_taskexecutionresult" in out.getvalue()) == on_postgres
+    _old_finished()
+    with CaptureQueriesContext(connection) as captured:
+        call_command("i3tasks_clean", "--no-vacuum", stdout=StringIO())
+    assert not [q for q in captured.captured_queries if q["sql"].startswith("VACUUM")]
+    with CaptureQueriesContext(connection) as captured:  # nothing deleted: nothing to vacuum
+        call_command("i3tasks_clean", stdout=StringIO())
+    assert not [q for q in captured.captured_queries if q["sql"].startswith("VACUUM")]
+
+
+def test_a_parked_execution_is_not_a_stuck_one(client, no_publish):
+    """Health counts stuck tries without a join first; a parked execution keeps its queued
+    try while it waits for a limit, and is taken back out of the count."""
+    stuck, parked = tasks.add.delay(1, 1), tasks.add.delay(2, 2)
+    TaskExecutionTry.objects.update(not_before=timezone.now() - timedelta(hours=2))
+    TaskExecution.objects.filter(pk=parked.id).update(status="waiting",
+                                                       wait_reason="concurrency:k")
+    body = client.get("/i3/tasks-health/").json()
+    assert body["stuck_queued"] == 1 and body["parked"] == {"concurrency:k": 1}
+    TaskExecution.objects.filter(pk=stuck.id).update(status="waiting", wait_reason="rate:k")
+    body = client.get("/i3/tasks-health/").json()
+    assert body["stuck_queued"] == 0 and body["healthy"] is True
