@@ -48,7 +48,8 @@ def measure(db: str) -> None:
     for execution in executions[:EXECUTIONS]:
         started = execution.created_at + timedelta(seconds=rng.uniform(0.01, 0.5))
         tries.append(TaskExecutionTry(
-            execution_id=execution.pk, number=1, status=execution.status,
+            execution_id=execution.pk, task_name=execution.task_name, number=1,
+            status=execution.status,
             enqueued_at=execution.created_at, not_before=execution.created_at,
             started_at=started, finished_at=started + timedelta(seconds=rng.expovariate(20))))
     TaskExecutionTry.objects.bulk_create(tries, batch_size=5000)

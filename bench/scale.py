@@ -40,7 +40,7 @@ CHUNK = 500_000
 HOT = (".delay()", "push (claim + record)", "beat, 1,000 schedules", "recovery sweep",
        "health endpoint", "status endpoint")
 ADMIN = ("admin list, first page", "admin list, by status", "admin list, by task",
-         "admin list, by date")
+         "admin list, by date", "admin dashboard, 1 h", "admin dashboard, 24 h")
 
 
 def fill_sql(first: int, last: int, total: int) -> list[str]:
@@ -61,9 +61,10 @@ def fill_sql(first: int, last: int, total: int) -> list[str]:
         """,
         f"""
         INSERT INTO django_i3tasks_taskexecutiontry
-          (execution_id, number, status, enqueued_at, not_before, started_at, finished_at,
-           claims, error_type, error_message, traceback)
-        SELECT e.id, n, CASE WHEN e.status = 'failed' THEN 'failed' ELSE 'success' END,
+          (execution_id, task_name, number, status, enqueued_at, not_before, started_at,
+           finished_at, claims, error_type, error_message, traceback)
+        SELECT e.id, e.task_name, n,
+               CASE WHEN e.status = 'failed' THEN 'failed' ELSE 'success' END,
                e.created_at, e.created_at, e.created_at + interval '1 second',
                e.finished_at, 1,
                CASE WHEN e.status = 'failed' THEN 'ValueError' ELSE '' END,
@@ -92,9 +93,9 @@ SELECT gen_random_uuid(), 'tests.testapp.tasks.job_' || (g % 20), 'default',
        now() - interval '5 minutes' * g / {OPEN}, false, ''
 FROM generate_series(1, {OPEN}) AS g;
 INSERT INTO django_i3tasks_taskexecutiontry
-  (execution_id, number, status, enqueued_at, not_before, started_at, lease_expires_at,
-   claims, error_type, error_message, traceback)
-SELECT e.id, 1, CASE WHEN e.id % 10 = 0 THEN 'running' ELSE 'queued' END, e.created_at,
+  (execution_id, task_name, number, status, enqueued_at, not_before, started_at,
+   lease_expires_at, claims, error_type, error_message, traceback)
+SELECT e.id, e.task_name, 1, CASE WHEN e.id % 10 = 0 THEN 'running' ELSE 'queued' END, e.created_at,
        e.created_at, CASE WHEN e.id % 10 = 0 THEN now() END,
        CASE WHEN e.id % 10 = 0 THEN now() + interval '1 hour' END, 0, '', '', ''
 FROM django_i3tasks_taskexecution e
@@ -242,6 +243,9 @@ class Bench:
             "admin list, by date": admin + "?" + urlencode(
                 {"created_at__gte": str(day), "created_at__lt": str(day + timedelta(days=1))}),
         }
+        dashboard = "/admin/django_i3tasks/dashboard/"
+        pages["admin dashboard, 1 h"] = dashboard + "?window=1h"
+        pages["admin dashboard, 24 h"] = dashboard + "?window=24h"
         for name, url in pages.items():
             get(url)()  # templates compiled, caches warm
             figures[name] = timed(get(url), 3)
@@ -272,13 +276,43 @@ def fill(rows: int) -> None:
     print(f"filled in {time.perf_counter() - began:.0f} s; database size {size}", flush=True)
 
 
-def clean_run(rows: int) -> dict[str, float]:
-    """``i3tasks_clean`` removing the oldest 3 days of history (a tenth of a fresh fill) while
-    a thread calls ``.delay()`` every 20 ms; the longest statement and the longest
-    ``.delay()``, beside the longest ``.delay()`` of as long a loop without the clean-up."""
-    from django.core.management import call_command
-    from django.db import connection, connections
+def clean_child(days: int) -> None:
+    """``--clean-child DAYS``: run ``i3tasks_clean``'s two steps (delete, then VACUUM) in this
+    process, as a cron job would beside the web processes, and print their figures as JSON."""
+    import json
+
+    from django.db import connection
     from django.test.utils import CaptureQueriesContext
+
+    from django_i3tasks import maintenance
+
+    use(DB_NAME)
+    with CaptureQueriesContext(connection) as captured:
+        began = time.perf_counter()
+        deleted = maintenance.clean(days)
+        deleting = time.perf_counter() - began
+    statements = sorted(captured.captured_queries, key=lambda q: float(q["time"]))
+    began = time.perf_counter()
+    maintenance.vacuum()
+    vacuuming = time.perf_counter() - began
+    print(json.dumps({"deleted": deleted, "deleting": deleting, "vacuuming": vacuuming,
+                      "statements": len(statements),
+                      "slowest": float(statements[-1]["time"]) if statements else 0.0,
+                      "slowest_sql": " ".join(statements[-1]["sql"].split())[:90]
+                      if statements else ""}))
+
+
+def clean_run(rows: int) -> dict[str, float]:
+    """``i3tasks_clean`` removing the oldest 3 days of history (a tenth of a fresh fill), in
+    a process of its own, while a thread here calls ``.delay()`` every 20 ms; the longest
+    statement and the longest ``.delay()``, beside the longest ``.delay()`` of as long a loop
+    without the clean-up."""
+    import json
+    import subprocess
+
+    from django.db import connections
+    from django.db.models import Min
+    from django.utils import timezone
 
     from django_i3tasks import transport
     from django_i3tasks.models import TaskExecution, TaskExecutionResult, TaskExecutionTry
@@ -288,12 +322,10 @@ def clean_run(rows: int) -> dict[str, float]:
         return sum(m.objects.count() for m in (TaskExecution, TaskExecutionTry,
                                                TaskExecutionResult))
 
-    from django.db.models import Min
-    from django.utils import timezone
-
     oldest = TaskExecution.objects.filter(status="success").aggregate(t=Min("finished_at"))["t"]
     days = max(0, (timezone.now() - oldest).days - 3)
-    print(f"\ni3tasks_clean --days {days} (the oldest 3 days) on the full database:", flush=True)
+    print(f"\ni3tasks_clean --days {days} (the oldest 3 days) on the full database, "
+          "in a process of its own:", flush=True)
     before_exec, before = TaskExecution.objects.count(), counts()
     stop = threading.Event()
     delays: list[float] = []
@@ -311,16 +343,16 @@ def clean_run(rows: int) -> dict[str, float]:
     thread = threading.Thread(target=delay_loop)
     thread.start()
     time.sleep(0.5)
-    with CaptureQueriesContext(connection) as captured:
-        began = time.perf_counter()
-        call_command("i3tasks_clean", days=days, stdout=open(os.devnull, "w"))
-        elapsed = time.perf_counter() - began
+    child = subprocess.run([sys.executable, __file__, "--clean-child", str(days)],
+                           capture_output=True, text=True, check=True, env=os.environ)
+    figures = json.loads(child.stdout.strip().splitlines()[-1])
     time.sleep(0.3)
     stop.set()
     thread.join()
     during = list(delays)
     removed_exec = before_exec - TaskExecution.objects.count() + len(during)
     removed = before - counts() + len(during) * 2  # the delay loop added 2 rows per call
+    elapsed = figures["deleting"]
     # The same loop for as long without the clean-up: this machine's own worst case.
     delays.clear()
     stop.clear()
@@ -331,14 +363,12 @@ def clean_run(rows: int) -> dict[str, float]:
     thread.join()
     alone, delays = list(delays), during
     transport.flush()
-    timed_queries = sorted(captured.captured_queries, key=lambda q: float(q["time"]))
-    slowest = float(timed_queries[-1]["time"]) if timed_queries else 0.0
-    print(f"  slowest statement: {' '.join(timed_queries[-1]['sql'].split())[:90]}"
-          if timed_queries else "")
+    print(f"  slowest statement: {figures['slowest_sql']}")
     return {"executions removed": removed_exec, "rows removed": removed, "seconds": elapsed,
             "executions/s": removed_exec / elapsed if elapsed else 0.0,
             "rows/s": removed / elapsed if elapsed else 0.0,
-            "slowest statement (s)": slowest, "statements": len(captured.captured_queries),
+            "slowest statement (s)": figures["slowest"], "statements": figures["statements"],
+            "VACUUM (ANALYZE) afterwards (s)": figures["vacuuming"],
             "slowest .delay() during clean (ms)": max(delays, default=0) * 1000,
             "median .delay() during clean (ms)": statistics.median(delays) * 1000
             if delays else 0.0, ".delay() calls during clean": len(delays),
@@ -356,11 +386,18 @@ def main() -> None:
                         help="the two databases take turns this many times")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the full database of an earlier run of the same size")
+    parser.add_argument("--clean-child", type=int, metavar="DAYS", help=argparse.SUPPRESS)
     options = parser.parse_args()
     os.environ["I3TASKS_TEST_DB"] = "postgres"
     os.environ["I3TASKS_TEST_DB_NAME"] = DB_NAME
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     sys.path.insert(0, str(ROOT))
+    if options.clean_child is not None:
+        import django
+
+        django.setup()
+        clean_child(options.clean_child)
+        return
     from django_i3tasks.testing.emulator import PubSubEmulator
 
     create_databases(options.reuse)

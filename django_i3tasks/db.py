@@ -313,6 +313,7 @@ def json_rows(
 def insert_many_linked(
     parent_model: Any, rows: Sequence[dict[str, Any]], common: dict[str, Any], key: str,
     child_model: Any, link: str, child_common: dict[str, Any], using: str | None = None,
+    copied: Sequence[str] = (),
 ) -> list[tuple[int, int]] | None:
     """Insert one parent per row and one child linked to each in ONE statement; return
     ``(parent pk, child pk)`` in the order of ``rows``. None (nothing written) where the
@@ -323,6 +324,7 @@ def insert_many_linked(
     evaluated once (``created_at`` is one moment for the batch).
     ``key`` names a unique field given in every row: how returned primary keys are matched to
     rows. ``common`` and ``child_common`` may name foreign keys by attname (``group_id``).
+    ``copied`` names fields the child takes from its parent's field of the same name.
     """
     using = using or router.db_for_write(parent_model)
     connection = connections[using]
@@ -349,10 +351,10 @@ def insert_many_linked(
         return columns, expressions, params
 
     p_cols, p_exprs, p_params = constants(p_meta, common, {f.name for f in varying})
-    c_cols, c_exprs, c_params = constants(c_meta, child_common, {link})
+    c_cols, c_exprs, c_params = constants(c_meta, child_common, {link, *copied})
     _, picks = json_rows(varying, [], connection)
     sql = queries.insert_many_linked(parent_model, child_model, link, key, connection, varying,
-                                     picks, p_cols, p_exprs, c_cols, c_exprs)
+                                     picks, p_cols, p_exprs, c_cols, c_exprs, copied)
     returned: dict[Any, tuple[int, int]] = {}
     with connection.cursor() as cursor:
         without_jit(cursor, connection, len(rows))

@@ -220,6 +220,10 @@ class TaskExecution(models.Model):
 
 class TaskExecutionTry(models.Model):
     execution = models.ForeignKey(TaskExecution, on_delete=models.CASCADE, related_name="tries")
+    #: The execution's task, copied when the try is written: the dashboard and
+    #: ``i3tasks stats`` read a window of tries without joining their executions. "" for a
+    #: try written before migration 0013; those readers then look the execution up.
+    task_name = models.CharField(max_length=255, blank=True, default="")
     number = models.PositiveSmallIntegerField()
     status = models.CharField(
         max_length=16, choices=TryStatus.choices, default=TryStatus.QUEUED
@@ -257,6 +261,10 @@ class TaskExecutionTry(models.Model):
             # running try (migration 0007).
             models.Index(fields=["lease_expires_at"], condition=models.Q(status="running"),
                          name="i3_try_running_lease"),
+            # The dashboard and ``i3tasks stats`` read a window of finished tries
+            # without reading every try ever kept (migration 0012).
+            models.Index(fields=["finished_at"], condition=models.Q(finished_at__isnull=False),
+                         name="i3_try_finished"),
         ]
 
     def __str__(self) -> str:

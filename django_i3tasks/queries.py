@@ -14,7 +14,7 @@ dashboard. Vendors: ``claim_try`` runs everywhere; ``succeed_try``, ``insert_lin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .models import (
@@ -182,23 +182,29 @@ def insert_linked(parent_model: Any, child_model: Any, link: str, connection: An
 def insert_many_linked(parent_model: Any, child_model: Any, link: str, key: str,
                        connection: Any, varying: list[Any], picks: list[str],
                        p_cols: list[str], p_exprs: list[str], c_cols: list[str],
-                       c_exprs: list[str]) -> str:
+                       c_exprs: list[str], copied: Sequence[str] = ()) -> str:
     """PostgreSQL: one parent per element of a JSON document and a child linked to each.
 
     Parameters: the parents' constant values, the JSON document (``db.json_rows``), the
-    children's constant values. Returns ``(key, parent pk, child pk)`` rows.
+    children's constant values. The child's ``copied`` fields take the parent's value.
+    Returns ``(key, parent pk, child pk)`` rows.
     """
     quote = connection.ops.quote_name
     p_meta, c_meta = parent_model._meta, child_model._meta
     fk = c_meta.get_field(link)
     p_pk, c_pk = quote(p_meta.pk.column), quote(c_meta.pk.column)
+    p_copied = [quote(p_meta.get_field(name).column) for name in copied]
+    c_copied = [quote(c_meta.get_field(name).column) for name in copied]
+    returned = ", ".join([p_pk, quote(p_meta.get_field(key).column), *p_copied])
     return (
         f"WITH p AS (INSERT INTO {quote(p_meta.db_table)} "
         f"({', '.join([quote(f.column) for f in varying] + p_cols)}) "
         f"SELECT {', '.join(picks + p_exprs)} FROM json_array_elements(%s::json) AS r(value) "
-        f"RETURNING {p_pk}, {quote(p_meta.get_field(key).column)}), "
-        f"c AS (INSERT INTO {quote(c_meta.db_table)} ({quote(fk.column)}, {', '.join(c_cols)}) "
-        f"SELECT p.{p_pk}, {', '.join(c_exprs)} FROM p RETURNING {quote(fk.column)}, {c_pk}) "
+        f"RETURNING {returned}), "
+        f"c AS (INSERT INTO {quote(c_meta.db_table)} "
+        f"({', '.join([quote(fk.column), *c_copied, *c_cols])}) "
+        f"SELECT {', '.join([f'p.{p_pk}', *[f'p.{c}' for c in p_copied], *c_exprs])} FROM p "
+        f"RETURNING {quote(fk.column)}, {c_pk}) "
         f"SELECT p.{quote(p_meta.get_field(key).column)}, p.{p_pk}, c.{c_pk} "
         f"FROM p JOIN c ON c.{quote(fk.column)} = p.{p_pk}"
     )
@@ -309,20 +315,31 @@ def delete_executions(connection: Any, ids: list[int]) -> list[tuple[str, Any]]:
     return [(sql, list(ids)) for sql in statements]
 
 
+def try_task(connection: Any) -> str:
+    """The task name of try ``t``: its own copy, or for a try written before tries carried
+    one (migration 0013), its execution's, looked up for that row only. PostgreSQL runs the
+    lookup only for such rows, but estimates it for every row: the statements using this turn
+    JIT off (``stats.NO_JIT_HASHED``), or compiling costs more than the statement. As
+    ``text``: typed ``varchar(255)``, each group was estimated 500 bytes wide, over the hash's
+    memory, and the dashboard's pass sorted instead (1.6x slower)."""
+    executions = connection.ops.quote_name(TaskExecution._meta.db_table)
+    return ("CASE WHEN t.task_name <> '' THEN t.task_name::text ELSE "
+            f"(SELECT e.task_name::text FROM {executions} e WHERE e.id = t.execution_id) END")
+
+
 def try_timings(connection: Any) -> str:
     """PostgreSQL: per task, the tries finished since a moment (parameter): count and the
     p50/p95 of run time and of queue delay (started - due), in seconds."""
     def build() -> str:
         tries = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
-        executions = connection.ops.quote_name(TaskExecution._meta.db_table)
         return (
-            "SELECT e.task_name, count(*), "
+            f"SELECT {try_task(connection)}, count(*), "
             "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
             "(ORDER BY extract(epoch FROM t.finished_at - t.started_at)), "
             "percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
             "(ORDER BY greatest(extract(epoch FROM t.started_at - t.not_before), 0)) "
-            f"FROM {tries} t JOIN {executions} e ON e.id = t.execution_id "
-            "WHERE t.finished_at >= %s AND t.started_at IS NOT NULL GROUP BY e.task_name"
+            f"FROM {tries} t "
+            "WHERE t.finished_at >= %s AND t.started_at IS NOT NULL GROUP BY 1"
         )
 
     return str(_cached(("try_timings", connection.alias), build))
@@ -334,17 +351,16 @@ LOG_BINS = 20
 
 
 def window_tries(connection: Any) -> str:
-    """PostgreSQL, the dashboard's one pass over a window of finished tries: one scan of the
-    tries joined with their executions, grouped three ways at once (``GROUPING SETS``, hashed)
-    with no sort, and only float arithmetic per row, so 100,000 tries cost a hash join and a
-    hash aggregate. Parameters: the time bucket's length in seconds, the window's start.
-    Rows ``(set, status, bucket, task, run bin, delay bin, n)``, the bucket in seconds since
-    the epoch divided by its length; ``set`` is ``GROUPING()`` of the five keys: 3 tries per
-    task, outcome and time bucket, 25 per task and run-time bin, 26 per task and queue-delay
-    bin (``LOG_BINS``; a NULL bin is a try without a start time)."""
+    """PostgreSQL, the dashboard's one pass over a window of finished tries: one range of the
+    tries table (their own task names, ``try_task``), grouped three ways at once
+    (``GROUPING SETS``, hashed) with no sort, and only float arithmetic per row, so 100,000
+    tries cost an index range and a hash aggregate. Parameters: the time bucket's length in
+    seconds, the window's start. Rows ``(set, status, bucket, task, run bin, delay bin, n)``,
+    the bucket in seconds since the epoch divided by its length; ``set`` is ``GROUPING()`` of
+    the five keys: 3 tries per task, outcome and time bucket, 25 per task and run-time bin, 26
+    per task and queue-delay bin (``LOG_BINS``; a NULL bin is a try without a start time)."""
     def build() -> str:
         tries = connection.ops.quote_name(TaskExecutionTry._meta.db_table)
-        executions = connection.ops.quote_name(TaskExecution._meta.db_table)
 
         def log_bin(seconds: str) -> str:  # under 1 ms: ln(0.5) * LOG_BINS, negative
             return f"floor(ln(greatest({seconds}, 0.0005) / 0.001) * {LOG_BINS})::int"
@@ -354,11 +370,11 @@ def window_tries(connection: Any) -> str:
         delay = "date_part('epoch', t.started_at - t.not_before)"
         return (
             "SELECT GROUPING(w.status, w.b, w.task, w.hd, w.hq), w.status, w.b, w.task, "
-            "w.hd, w.hq, count(*) FROM (SELECT e.task_name AS task, t.status AS status, "
+            f"w.hd, w.hq, count(*) FROM (SELECT {try_task(connection)} AS task, "
+            "t.status AS status, "
             "floor(date_part('epoch', t.finished_at) / %s)::bigint AS b, "
             f"{log_bin(run)} AS hd, {log_bin(delay)} AS hq "
-            f"FROM {tries} t JOIN {executions} e ON e.id = t.execution_id "
-            "WHERE t.finished_at >= %s) AS w "
+            f"FROM {tries} t WHERE t.finished_at >= %s) AS w "
             "GROUP BY GROUPING SETS ((w.task, w.status, w.b), (w.task, w.hd), (w.task, w.hq))"
         )
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any
 
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import Count, Min
 
 from . import queries
@@ -25,6 +25,11 @@ from .models import OPEN_STATUSES, ExecutionStatus, TaskExecution, TaskExecution
 
 def _connection() -> Any:
     return connections[router.db_for_read(TaskExecutionTry)]
+
+
+#: For the window statements, within their transaction: memory to hash the groupings, and no
+#: JIT (``queries.try_task`` makes the planner's estimate large enough to compile).
+NO_JIT_HASHED = "SELECT set_config('work_mem', '64MB', true), set_config('jit', 'off', true)"
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -57,7 +62,8 @@ def timings(since: datetime) -> dict[str, dict[str, float | int | None]]:
     result: dict[str, dict[str, float | int | None]] = {}
     if connection.vendor == "postgresql":
         sql = queries.try_timings(connection)
-        with connection.cursor() as cursor:
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(NO_JIT_HASHED)
             cursor.execute(sql, [since])
             for task, n, durations, delays in cursor.fetchall():
                 result[task] = {"tries": n, "p50_duration": durations[0],
@@ -124,8 +130,8 @@ def finished_tries(since: datetime, by_hour: bool = False,
 
 
 def window_tries(since: datetime, by_hour: bool) -> dict[str, Any]:
-    """The dashboard's try figures in one pass over the window on PostgreSQL (the join of
-    tries and executions is made once): ``outcomes`` ``[(bucket, status, n)]``, ``per_task``
+    """The dashboard's try figures in one pass over the window of tries on PostgreSQL:
+    ``outcomes`` ``[(bucket, status, n)]``, ``per_task``
     ``[(bucket, task, n)]`` (buckets are whole UTC minutes or hours, as the dashboard's
     points) and ``timings`` as ``timings()``, whose percentiles come from
     histograms there: within a bin (5 %) of the exact value (``i3tasks stats`` gives exact ones).
@@ -135,15 +141,14 @@ def window_tries(since: datetime, by_hour: bool) -> dict[str, Any]:
         return {"outcomes": finished_tries(since, by_hour),
                 "per_task": finished_tries(since, by_hour, per_task=True),
                 "timings": timings(since)}
-    from django.db import transaction
-
     step = 3600 if by_hour else 60
     result: dict[str, Any] = {"outcomes": [], "per_task": [], "timings": {}}
     runs: dict[str, dict[int, int]] = defaultdict(dict)
     delays: dict[str, dict[int, int]] = defaultdict(dict)
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        # Enough memory for the planner to hash the three groupings instead of sorting.
-        cursor.execute("SET LOCAL work_mem = '64MB'")
+        # Enough memory for the planner to hash the three groupings instead of sorting; no
+        # JIT (queries.try_task).
+        cursor.execute(NO_JIT_HASHED)
         cursor.execute(queries.window_tries(connection), [step, since])
         rows = cursor.fetchall()
     outcomes: dict[tuple[int, str], int] = defaultdict(int)

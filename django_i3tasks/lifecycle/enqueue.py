@@ -110,7 +110,7 @@ def _write(spec: ExecutionSpec) -> TaskExecution:
     if status == PENDING:
         # A short countdown is published now and held until due where it is received
         # (``timing``): the first try is due at the eta.
-        first_try = TaskExecutionTry(execution=execution, number=1,
+        first_try = TaskExecutionTry(execution=execution, task_name=spec.task_name, number=1,
                                      not_before=max(spec.eta or now, now))
         # PostgreSQL: both rows in one statement, atomic by itself, so outside a transaction
         # no BEGIN/COMMIT either (one round trip); the message still leaves after the commit.
@@ -208,7 +208,8 @@ def _insert_first_tries(
     each; return ``(execution id, try id)`` pairs in order."""
     first_try = {"number": 1, "enqueued_at": now, "not_before": now}
     pairs = insert_many_linked(
-        TaskExecution, rows, common, "uuid", TaskExecutionTry, "execution", first_try
+        TaskExecution, rows, common, "uuid", TaskExecutionTry, "execution", first_try,
+        copied=("task_name",),
     )
     if pairs is not None:
         return pairs
@@ -216,7 +217,8 @@ def _insert_first_tries(
         [TaskExecution(**row, **common) for row in rows], batch_size=BULK_BATCH
     )
     tries = TaskExecutionTry.objects.bulk_create(
-        [TaskExecutionTry(execution=e, **first_try) for e in executions], batch_size=BULK_BATCH
+        [TaskExecutionTry(execution=e, task_name=e.task_name, **first_try) for e in executions],
+        batch_size=BULK_BATCH
     )
     return [(e.pk, t.pk) for e, t in zip(executions, tries, strict=True)]
 
@@ -285,7 +287,8 @@ def rows_of(returned: list[tuple]) -> list[TaskExecution]:
 def send_tries(rows: list[TaskExecution], numbers: list[int]) -> None:
     """Write the tries numbered ``numbers`` of just-(re)opened executions and send them."""
     tries = TaskExecutionTry.objects.bulk_create(
-        [TaskExecutionTry(execution=row, number=n) for row, n in zip(rows, numbers, strict=True)]
+        [TaskExecutionTry(execution=row, task_name=row.task_name, number=n)
+         for row, n in zip(rows, numbers, strict=True)]
     )
     _send(outbox.get_outbox(), rows, [t.pk for t in tries], numbers)
 

@@ -131,15 +131,17 @@ def fail_unsent(execution_id: int, exc: BaseException) -> None:
     now = timezone.now()
     rows = update_returning(
         TaskExecution.objects.filter(pk=execution_id, status=ExecutionStatus.WAITING),
-        ENDED_FIELDS, status=ExecutionStatus.FAILED, finished_at=now,
+        [*ENDED_FIELDS, "task_name"], status=ExecutionStatus.FAILED, finished_at=now,
     )
     if rows:
+        *fields, task_name = rows[0]
         TaskExecutionTry.objects.create(
-            execution_id=execution_id, number=1, status=TryStatus.FAILED, finished_at=now,
+            execution_id=execution_id, task_name=task_name, number=1,
+            status=TryStatus.FAILED, finished_at=now,
             error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
             error_message=str(exc),
         )
-        ended(execution_id, *rows[0])
+        ended(execution_id, *fields)
 
 
 def skip_after(execution_id: int, failure: Failure | None = None) -> None:

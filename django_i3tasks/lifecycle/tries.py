@@ -305,7 +305,8 @@ def record_failure(
             status, retry_in = OutcomeStatus.CANCELLED, None
         elif retry_in is not None:
             next_try = TaskExecutionTry.objects.create(
-                execution_id=message.execution_id, number=message.try_number + 1,
+                execution_id=message.execution_id, task_name=message.task_name,
+                number=message.try_number + 1,
                 not_before=now + timedelta(seconds=retry_in),
             )
             outbox.send([dataclasses.replace(

@@ -53,3 +53,49 @@ def test_dashboard_needs_the_view_permission(client, django_user_model):
     user = django_user_model.objects.create_user("ops", password="pw", is_staff=True)
     client.force_login(user)
     assert client.get(URL).status_code == 403
+
+
+def test_every_try_carries_its_task_name(no_publish):
+    """Each way a try is written copies the execution's task name: one ``.delay()`` (one
+    statement on PostgreSQL), a bulk fan-out, a retry, a released chain step, and the failed
+    try of a step whose hand-over could not be sent."""
+    from django.db.models import F
+
+    from django_i3tasks.lifecycle.graph import fail_unsent
+    from django_i3tasks.models import TaskExecution, TaskExecutionTry, TaskGroup
+    from tests.testapp.chain_tasks import link, member
+
+    add.delay(1, 2)
+    always_fails.delay("named")  # max_retries=2: two more tries
+    member.map(range(3), group=TaskGroup.create(total_count=3))
+    head = link.delay("a")
+    head.then(link, "b")
+    lost = head.then(link, "c")
+    drain(no_publish)
+    fail_unsent(TaskExecution.objects.create(task_name=link.name, queue_name="default",
+                                             status="waiting").pk, RuntimeError("lost"))
+    tries = TaskExecutionTry.objects.all()
+    assert tries.filter(number=3, task_name=always_fails.name).exists()
+    assert tries.filter(execution_id=lost.id, task_name=link.name).exists()
+    assert tries.count() == 11  # 1 + 3 + 3 + 3 + 1
+    assert not tries.exclude(task_name=F("execution__task_name")).exists()
+
+
+def test_a_try_written_before_tries_had_a_task_name_is_shown_under_its_task(
+    admin_client, populated
+):
+    """Tries written before migration 0013 have ""; the dashboard and ``i3tasks stats``
+    label them by their execution."""
+    from django.utils import timezone
+
+    from django_i3tasks import stats
+    from django_i3tasks.models import TaskExecutionTry
+
+    TaskExecutionTry.objects.update(task_name="")
+    html = admin_client.get(URL, {"window": "1h"}).content.decode()
+    assert add.name in html and always_fails.name in html
+    figures = stats.timings(timezone.now() - timezone.timedelta(hours=1))
+    assert set(figures) == {add.name, always_fails.name}
+    assert figures[add.name]["tries"] == 5
+    window = stats.window_tries(timezone.now() - timezone.timedelta(hours=1), False)
+    assert {task for _, task, _ in window["per_task"]} == {add.name, always_fails.name}

@@ -13,6 +13,7 @@ not those of empty tables. ``bench/scale.py`` measures the same operations on 10
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -175,6 +177,20 @@ def test_admin_count_above_the_threshold_is_the_planner_estimate(history, admin_
     assert shown == adminlists.estimated_count(TaskExecution.objects.all())
     assert 4000 <= shown <= 6000
     assert not any(sql.startswith("SELECT COUNT(") for sql, _ in captured)
+
+
+def test_dashboard_stats_and_metrics_use_indexes(history, admin_client, i3settings):
+    """The windows of finished tries ("the last hour", ``--since``) read an index range: at
+    30 days of history a scan of every try kept is what made them slow."""
+    i3settings(status_token="plan-token")
+    with statements() as captured:
+        for window in ("1h", "24h"):
+            response = admin_client.get("/admin/django_i3tasks/dashboard/", {"window": window})
+            assert response.status_code == 200
+        call_command("i3tasks", "stats", "--since", "1h", "--json", stdout=io.StringIO())
+        assert admin_client.get("/i3/tasks-metrics/",
+                                HTTP_X_I3TASKS_TOKEN="plan-token").status_code in (200, 501)
+    assert_indexed(captured)
 
 
 def test_clean_batches_use_indexes(history):
