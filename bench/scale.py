@@ -141,6 +141,10 @@ def use(name: str) -> None:
     beat.forget(keep_state=True)
 
 
+def p99(samples: list[float]) -> float:
+    return sorted(samples)[int(len(samples) * 0.99)] if samples else 0.0
+
+
 def timed(fn: Callable[[], object], times: int) -> list[float]:
     out = []
     for _ in range(times):
@@ -370,9 +374,11 @@ def clean_run(rows: int) -> dict[str, float]:
             "slowest statement (s)": figures["slowest"], "statements": figures["statements"],
             "VACUUM (ANALYZE) afterwards (s)": figures["vacuuming"],
             "slowest .delay() during clean (ms)": max(delays, default=0) * 1000,
+            "p99 .delay() during clean (ms)": p99(delays) * 1000,
             "median .delay() during clean (ms)": statistics.median(delays) * 1000
             if delays else 0.0, ".delay() calls during clean": len(delays),
             "slowest .delay() without clean (ms)": max(alone, default=0) * 1000,
+            "p99 .delay() without clean (ms)": p99(alone) * 1000,
             "median .delay() without clean (ms)": statistics.median(alone) * 1000
             if alone else 0.0}
 

@@ -207,3 +207,20 @@ def test_a_missing_index_is_caught(history):
     """The check itself fails when no index serves a condition (the test can fail)."""
     sql = ("SELECT id FROM django_i3tasks_taskexecutiontry WHERE error_message = %s")
     assert full_reads(sql, ["x"]) == ["Seq Scan on django_i3tasks_taskexecutiontry"]
+
+
+def test_nothing_stuck_is_read_without_a_join_or_a_limit(history, no_publish, client):
+    """The usual answer of the sweep and of health, "nothing stuck", comes from counts of the
+    tries table alone. The planner estimates thousands of old queued tries: with a join it
+    planned that empty answer with parallel workers, and as ``EXISTS``/``LIMIT 1`` it chose to
+    scan the table for an early match (1.3 s at 10 million tries, ``bench/scale.py``)."""
+    tasks.add.delay(1, 1)  # a queued try, recent: not stuck
+    with statements() as captured:
+        assert beat.recover_lost(timezone.now()) == 0
+        assert client.get("/i3/tasks-health/").status_code == 200
+    on_tries = [sql for sql, _ in captured if "django_i3tasks_taskexecutiontry" in sql]
+    assert len(on_tries) == 4  # sweep: queued, expired; health: queued, expired
+    for sql in on_tries:
+        assert sql.startswith("SELECT COUNT(*)"), sql
+        assert "JOIN" not in sql and "LIMIT" not in sql, sql
+    assert_indexed(captured)
