@@ -56,16 +56,17 @@ class Health:
 
 
 def health_report() -> Health:
-    """Five counts, each read from an index. The stuck tries are counted without a join
-    first: nearly always there are none, and the planner cannot know that (it estimates every
-    queued try as old enough), so a join here was planned for thousands of rows, with
-    parallel workers, at tens of millions of rows (``bench/scale.py``)."""
+    """Counts, each read from an index. The stuck tries are counted without a join first:
+    nearly always there are none, and the planner cannot know that (it estimates every queued
+    try as old enough), so a join here was planned for thousands of rows, with parallel
+    workers, at tens of millions of rows (``bench/scale.py``)."""
     now = timezone.now()
     window = timedelta(seconds=get_settings().recovery_after_seconds)
     queued = TaskExecutionTry.objects.filter(status=TryStatus.QUEUED, not_before__lt=now - window)
     stuck_queued = queued.count()
     if stuck_queued:  # a parked (waiting) execution keeps its queued try: it is not stuck
-        stuck_queued -= queued.filter(execution__status=ExecutionStatus.WAITING).count()
+        parked = queued.filter(execution__status=ExecutionStatus.WAITING).count()
+        stuck_queued = max(0, stuck_queued - parked)  # two moments: never below zero
     return Health(
         stuck_queued=stuck_queued,
         stuck_running=TaskExecutionTry.objects.filter(

@@ -319,7 +319,7 @@ def try_task(connection: Any) -> str:
     """The task name of try ``t``: its own copy, or for a try written before tries carried
     one (migration 0013), its execution's, looked up for that row only. PostgreSQL runs the
     lookup only for such rows, but estimates it for every row: the statements using this turn
-    JIT off (``stats.NO_JIT_HASHED``), or compiling costs more than the statement. As
+    JIT off (``stats._window_statement``), or compiling costs more than the statement. As
     ``text``: typed ``varchar(255)``, each group was estimated 500 bytes wide, over the hash's
     memory, and the dashboard's pass sorted instead (1.6x slower)."""
     executions = connection.ops.quote_name(TaskExecution._meta.db_table)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -27,13 +28,24 @@ def _connection() -> Any:
     return connections[router.db_for_read(TaskExecutionTry)]
 
 
-#: For the window statements, within their transaction: no JIT (``queries.try_task`` makes
-#: the planner's estimate large enough to compile), and the memory to hash the groupings. The
-#: planner expects about as many groups as rows (it cannot know that minutes and bins
-#: repeat), and hashes all three groupings only when that estimate fits: at 64 MB it sorted a
-#: 346,000-row window into what were 647 groups (180 ms of 550, at 10 million executions).
-#: The limit is not what is used (25 MB there); a hash over it spills to disk.
-NO_JIT_HASHED = "SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true)"
+@contextmanager
+def _window_statement(connection: Any) -> Iterator[Any]:
+    """A cursor in a transaction set up for one statement over a window of tries: no JIT
+    (``queries.try_task`` makes the planner's estimate large enough to compile), and the
+    memory to hash the groupings. The planner expects about as many groups as rows (it
+    cannot know that minutes and bins repeat), and hashes all three groupings only when that
+    estimate fits: at 64 MB it sorted a 346,000-row window into what were 647 groups (180 ms
+    of 550, at 10 million executions). The limit is not what is used (37 MB there); a hash
+    over it spills to disk. Inside a caller's transaction the settings are put back after."""
+    outer = connection.in_atomic_block
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('work_mem'), current_setting('jit'), "
+                       "set_config('work_mem', '256MB', true), set_config('jit', 'off', true)")
+        work_mem, jit = cursor.fetchone()[:2]
+        yield cursor
+        if outer:
+            cursor.execute("SELECT set_config('work_mem', %s, true), set_config('jit', %s, true)",
+                           [work_mem, jit])
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -66,8 +78,7 @@ def timings(since: datetime) -> dict[str, dict[str, float | int | None]]:
     result: dict[str, dict[str, float | int | None]] = {}
     if connection.vendor == "postgresql":
         sql = queries.try_timings(connection)
-        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            cursor.execute(NO_JIT_HASHED)
+        with _window_statement(connection) as cursor:
             cursor.execute(sql, [since])
             for task, n, durations, delays in cursor.fetchall():
                 result[task] = {"tries": n, "p50_duration": durations[0],
@@ -149,10 +160,7 @@ def window_tries(since: datetime, by_hour: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"outcomes": [], "per_task": [], "timings": {}}
     runs: dict[str, dict[int, int]] = defaultdict(dict)
     delays: dict[str, dict[int, int]] = defaultdict(dict)
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        # Enough memory for the planner to hash the three groupings instead of sorting; no
-        # JIT (queries.try_task).
-        cursor.execute(NO_JIT_HASHED)
+    with _window_statement(connection) as cursor:
         cursor.execute(queries.window_tries(connection), [step, since])
         rows = cursor.fetchall()
     outcomes: dict[tuple[int, str], int] = defaultdict(int)

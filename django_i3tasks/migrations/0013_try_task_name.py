@@ -2,7 +2,7 @@
 ``i3tasks stats``) is read from the tries table alone, without a join (issue 26).
 
 Adding a column with a constant default does not rewrite the table on PostgreSQL 11+.
-Existing tries keep "": the readers look their execution up (``queries.window_tries``), so no
+Existing tries keep "": the readers look their execution up (``queries.try_task``), so no
 backfill runs here. On PostgreSQL the column keeps a database default of "", because code from
 before this migration, still running during a rolling deploy, inserts tries without it.
 """

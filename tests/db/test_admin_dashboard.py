@@ -99,3 +99,28 @@ def test_a_try_written_before_tries_had_a_task_name_is_shown_under_its_task(
     assert figures[add.name]["tries"] == 5
     window = stats.window_tries(timezone.now() - timezone.timedelta(hours=1), False)
     assert {task for _, task, _ in window["per_task"]} == {add.name, always_fails.name}
+
+
+def test_the_window_settings_stay_inside_the_window_statement(populated):
+    """On PostgreSQL the window statements run with more memory and without JIT; called in a
+    transaction of the caller's (this test's), they leave its settings as they were."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from django_i3tasks import stats
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL settings")
+
+    def settings() -> tuple[str, str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('work_mem'), current_setting('jit')")
+            return cursor.fetchone()
+
+    assert connection.in_atomic_block
+    before = settings()
+    assert before[0] != "256MB"
+    since = timezone.now() - timezone.timedelta(hours=1)
+    assert stats.window_tries(since, False)["per_task"]
+    assert stats.timings(since)
+    assert settings() == before
