@@ -25,8 +25,9 @@ from .models import (
 #: Terminal statuses: only these are removed by ``clean``.
 FINISHED = FINISHED_STATUSES
 #: Executions deleted per clean-up batch (with their tries and results): one short
-#: transaction each. Most of a batch's time is PostgreSQL's foreign-key checks, per deleted
-#: row, at its COMMIT; 5,000 a batch keeps that COMMIT near 0.3 s (``bench/scale.py`` prints
+#: transaction each. Most of a batch's time is PostgreSQL's foreign-key checks, one per
+#: deleted row and key (``ON DELETE RESTRICT`` since migration 0014: at the end of the batch's
+#: statement); 5,000 a batch keeps that statement well under 1 s (``bench/scale.py`` prints
 #: the longest statement). SQLite batches are capped by its 999 parameters.
 CLEAN_BATCH = 5_000
 

@@ -5,12 +5,14 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from django_i3tasks.models import (
     TaskExecution,
     TaskExecutionResult,
     TaskExecutionTry,
+    TaskGroup,
     TryStatus,
 )
 from tests.testapp import tasks
@@ -93,3 +95,73 @@ def test_a_parked_execution_is_not_a_stuck_one(client, no_publish):
     TaskExecution.objects.filter(pk=stuck.id).update(status="waiting", wait_reason="rate:k")
     body = client.get("/i3/tasks-health/").json()
     assert body["stuck_queued"] == 0 and body["healthy"] is True
+
+
+postgres_only = pytest.mark.skipif(connection.vendor != "postgresql",
+                                   reason="the delete action of foreign keys on PostgreSQL")
+POINTING = {  # (table, column) of every foreign key to an execution or a try
+    ("django_i3tasks_taskexecutiontry", "execution_id"),
+    ("django_i3tasks_taskexecutionresult", "execution_id"),
+    ("django_i3tasks_taskexecutionresult", "task_try_id"),
+    ("django_i3tasks_taskexecution", "previous_id"),
+    ("django_i3tasks_taskexecution", "handler_of_id"),
+    ("django_i3tasks_taskgroup", "callback_id"),
+    ("django_i3tasks_taskgroup", "failure_handler_id"),
+}
+
+
+def _delete_actions() -> dict[tuple[str, str], tuple[str, bool, bool]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.conrelid::regclass::text, a.attname, c.confdeltype, c.condeferrable, "
+            "c.condeferred FROM pg_constraint c JOIN pg_attribute a "
+            "ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] WHERE c.contype = 'f' "
+            "AND c.confrelid::regclass::text IN "
+            "('django_i3tasks_taskexecution', 'django_i3tasks_taskexecutiontry')")
+        return {(table, column): (action, deferrable, deferred)
+                for table, column, action, deferrable, deferred in cursor.fetchall()}
+
+
+@postgres_only
+def test_keys_pointing_at_executions_and_tries_restrict_deletes_and_stay_deferred() -> None:
+    # 'r': RESTRICT, one check per deleted row at the end of the statement (0014).
+    assert _delete_actions() == {key: ("r", True, True) for key in POINTING}
+
+
+@postgres_only
+def test_a_delete_that_leaves_a_try_behind_is_refused_at_the_statement(no_publish) -> None:
+    handle = tasks.add.delay(1, 1)
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM django_i3tasks_taskexecution WHERE id = %s", [handle.id])
+    assert TaskExecution.objects.filter(pk=handle.id).exists()
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_migration_0014_reverses_to_no_action_and_back() -> None:
+    call_command("migrate", "django_i3tasks", "0013", verbosity=0)
+    try:
+        assert {action for action, _, _ in _delete_actions().values()} == {"a"}
+    finally:
+        call_command("migrate", "django_i3tasks", verbosity=0)
+    assert _delete_actions() == {key: ("r", True, True) for key in POINTING}
+
+
+def test_deleting_an_execution_in_the_orm_takes_what_points_at_it_first(i3settings) -> None:
+    i3settings(force_sync=True)
+    execution = tasks.add.delay(1, 1).task_execution  # with its try and its result
+    step = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
+                                        previous=execution)
+    handler = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
+                                           handler_of=execution)
+    group = TaskGroup.objects.create(total_count=1, callback=execution,
+                                     failure_handler=execution)
+    with transaction.atomic():  # Django's collector: results, tries, unlinks, then the row
+        TaskExecution.objects.filter(pk=execution.pk).delete()
+    connection.check_constraints()
+    assert not TaskExecutionTry.objects.filter(execution_id=execution.pk).exists()
+    step.refresh_from_db()
+    handler.refresh_from_db()
+    group.refresh_from_db()
+    assert step.previous_id is None and handler.handler_of_id is None
+    assert group.callback_id is None and group.failure_handler_id is None
