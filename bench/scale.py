@@ -13,13 +13,17 @@ production); plus 10,000 open executions of the last minutes (9,000 queued, 1,00
 Each operation is timed the same way on both databases, in the same run, and the table gives
 the median of each and their ratio. Targets (issue 28): hot paths at most 1.2x empty; admin
 pages under 300 ms; ``i3tasks_clean`` with no statement over 1 s, ``.delay()`` never blocked
-over 100 ms while it runs, at least 50,000 rows/s.
+over 100 ms while it runs (printed twice: the longest lock wait of ``.delay()``'s session, and
+the slowest call by the clock, which also counts the machine being busy), at least 50,000
+rows/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import itertools
 import os
 import statistics
 import sys
@@ -29,6 +33,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,14 +311,21 @@ def clean_child(days: int) -> None:
                       if statements else ""}))
 
 
-def clean_run(rows: int) -> dict[str, float]:
+def clean_run(rows: int) -> dict[str, Any]:
     """``i3tasks_clean`` removing the oldest 3 days of history (a tenth of a fresh fill), in
     a process of its own, while a thread here calls ``.delay()`` every 20 ms; the longest
     statement and the longest ``.delay()``, beside the longest ``.delay()`` of as long a loop
-    without the clean-up."""
+    without the clean-up.
+
+    What blocks a ``.delay()`` is read off its database session: another connection samples
+    the session's ``pg_stat_activity`` row every 5 ms, in both loops. A ``Lock`` wait is the
+    clean-up holding something ``.delay()`` needs; a call that is slow while its session sits
+    ``idle`` (waiting for the client) or ``active`` without a wait was slowed by the machine,
+    not blocked."""
     import json
     import subprocess
 
+    import psycopg
     from django.db import connections
     from django.db.models import Min
     from django.utils import timezone
@@ -333,39 +345,86 @@ def clean_run(rows: int) -> dict[str, float]:
     before_exec, before = TaskExecution.objects.count(), counts()
     stop = threading.Event()
     delays: list[float] = []
+    calls: list[tuple[float, float]] = []  # (start, duration) of each .delay()
+    session: list[int] = []  # the loop's backend pid
+    samples: list[tuple[float, str, str]] = []  # (time, "wait_event_type:wait_event", state)
 
     def delay_loop() -> None:
+        from django.db import connection as loop_connection
         try:
             while not stop.is_set():
                 began = time.perf_counter()
                 tasks.add.delay(3, 4)
                 delays.append(time.perf_counter() - began)
+                calls.append((began, delays[-1]))
+                if not session:
+                    session.append(loop_connection.connection.info.backend_pid)
                 time.sleep(0.02)
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=delay_loop)
-    thread.start()
+    def sample_loop() -> None:
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres",
+                             autocommit=True) as watcher:
+            while not stop.is_set():
+                if session:
+                    row = watcher.execute(
+                        "SELECT coalesce(wait_event_type || ':' || wait_event, ''), "
+                        "coalesce(state, '') "
+                        "FROM pg_stat_activity WHERE pid = %s", session).fetchone()
+                    if row:
+                        samples.append((time.perf_counter(), *row))
+                time.sleep(0.005)
+
+    def start_loops() -> list[threading.Thread]:
+        session.clear()
+        threads = [threading.Thread(target=delay_loop), threading.Thread(target=sample_loop)]
+        for started in threads:
+            started.start()
+        return threads
+
+    def blocked() -> dict[str, Any]:
+        """The longest run of ``Lock`` samples, and what the session was doing during the
+        calls over 50 ms (share of their samples: waiting for the client, waiting on a lock,
+        on I/O or another wait, or running)."""
+        longest = run = 0.0
+        for (before, _, _), (at, kind, _) in itertools.pairwise(samples):
+            run = run + (at - before) if kind.startswith("Lock:") else 0.0
+            longest = max(longest, run)
+        slow = [(began, took) for began, took in calls if took > 0.05]
+        seen = collections.Counter(
+            "idle" if state == "idle" else (kind or "running")
+            for began, took in slow for at, kind, state in samples
+            if began <= at <= began + took)
+        total = sum(seen.values())
+        spent = ", ".join(f"{what} {n * 100 / total:.0f} %" for what, n in seen.most_common())
+        return {"longest": longest * 1000, "slow": len(slow),
+                "spent": f"{spent or '-'} ({total} samples)"}
+
+    threads = start_loops()
     time.sleep(0.5)
     child = subprocess.run([sys.executable, __file__, "--clean-child", str(days)],
                            capture_output=True, text=True, check=True, env=os.environ)
     figures = json.loads(child.stdout.strip().splitlines()[-1])
     time.sleep(0.3)
     stop.set()
-    thread.join()
-    during = list(delays)
+    for started in threads:
+        started.join()
+    during, waits_during = list(delays), blocked()
     removed_exec = before_exec - TaskExecution.objects.count() + len(during)
     removed = before - counts() + len(during) * 2  # the delay loop added 2 rows per call
     elapsed = figures["deleting"]
     # The same loop for as long without the clean-up: this machine's own worst case.
     delays.clear()
+    calls.clear()
+    samples.clear()
     stop.clear()
-    thread = threading.Thread(target=delay_loop)
-    thread.start()
+    threads = start_loops()
     time.sleep(min(elapsed, 60.0))
     stop.set()
-    thread.join()
-    alone, delays = list(delays), during
+    for started in threads:
+        started.join()
+    alone, delays, waits_alone = list(delays), during, blocked()
     transport.flush()
     print(f"  slowest statement: {figures['slowest_sql']}")
     return {"executions removed": removed_exec, "rows removed": removed, "seconds": elapsed,
@@ -377,10 +436,16 @@ def clean_run(rows: int) -> dict[str, float]:
             "p99 .delay() during clean (ms)": p99(delays) * 1000,
             "median .delay() during clean (ms)": statistics.median(delays) * 1000
             if delays else 0.0, ".delay() calls during clean": len(delays),
+            "longest lock wait during clean (ms)": waits_during["longest"],
+            "slow .delay() (> 50 ms) during clean": waits_during["slow"],
+            "  their session, during": waits_during["spent"],
             "slowest .delay() without clean (ms)": max(alone, default=0) * 1000,
             "p99 .delay() without clean (ms)": p99(alone) * 1000,
             "median .delay() without clean (ms)": statistics.median(alone) * 1000
-            if alone else 0.0}
+            if alone else 0.0,
+            "longest lock wait without clean (ms)": waits_alone["longest"],
+            "slow .delay() (> 50 ms) without clean": waits_alone["slow"],
+            "  their session, without": waits_alone["spent"]}
 
 
 def main() -> None:
@@ -470,12 +535,18 @@ def main() -> None:
         cleaned = clean_run(options.rows)
         for key, value in cleaned.items():
             print(f"  {key:<38}{value:,.3f}" if isinstance(value, float)
-                  else f"  {key:<38}{value:,}")
-        ok = (cleaned["slowest statement (s)"] <= 1.0
-              and cleaned["slowest .delay() during clean (ms)"] <= 100
-              and cleaned["rows/s"] >= 50_000)
-        print(f"  targets (statement <= 1 s, .delay() <= 100 ms, >= 50,000 rows/s): "
-              f"{'ok' if ok else 'MISSED'}")
+                  else f"  {key:<38}{value:,}" if isinstance(value, int)
+                  else f"  {key:<38}{value}")
+        verdicts = {
+            "statement <= 1 s": cleaned["slowest statement (s)"] <= 1.0,
+            ">= 50,000 rows/s": cleaned["rows/s"] >= 50_000,
+            ".delay() blocked (lock wait) <= 100 ms":
+                cleaned["longest lock wait during clean (ms)"] <= 100,
+            "slowest .delay() (wall) <= 100 ms":
+                cleaned["slowest .delay() during clean (ms)"] <= 100,
+        }
+        print("  targets: " + "; ".join(f"{name} {'ok' if met else 'MISSED'}"
+                                        for name, met in verdicts.items()))
     finally:
         from django_i3tasks import transport
 
