@@ -317,11 +317,11 @@ def clean_run(rows: int) -> dict[str, Any]:
     statement and the longest ``.delay()``, beside the longest ``.delay()`` of as long a loop
     without the clean-up.
 
-    What blocks a ``.delay()`` is read off its database session: another connection samples
-    the session's ``pg_stat_activity`` row every 5 ms, in both loops. A ``Lock`` wait is the
-    clean-up holding something ``.delay()`` needs; a call that is slow while its session sits
-    ``idle`` (waiting for the client) or ``active`` without a wait was slowed by the machine,
-    not blocked."""
+    What a slow ``.delay()`` waited on is read off its database session: another connection
+    samples the session's ``pg_stat_activity`` row every 5 ms, in both loops. A ``Lock`` wait
+    is the clean-up holding something ``.delay()`` needs (blocked); an ``IO`` or ``LWLock``
+    wait is a resource they share, such as the write-ahead log's flush; ``idle`` is time in
+    the client process."""
     import json
     import subprocess
 
