@@ -40,8 +40,9 @@ class RestrictDeletesOnPostgres(Operation):
     rows for later in the transaction is refused at once instead of at commit. Inserts and
     updates are still checked at commit.
 
-    Not atomic: each key is dropped and added ``NOT VALID`` in one short statement (it locks
-    the two tables for that moment only), then validated without blocking writes. The model
+    Not atomic: each key is dropped and added ``NOT VALID`` in one statement that scans
+    nothing (its exclusive lock waits for the transactions using the tables, like any ``ALTER
+    TABLE``, then is held for a moment), then validated without blocking writes. The model
     state does not change: Django describes foreign keys without their delete action.
     """
 
