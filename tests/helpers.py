@@ -255,6 +255,30 @@ def executions(tag: str) -> int:
     return TaskExecution.objects.filter(task_name=tick.name, args=[tag]).count()
 
 
+def point_at(execution: Any) -> list[Any]:
+    """Rows that point at ``execution`` without being deleted with it: a next step
+    (``previous``), a failure handler (``handler_of``), a group naming it as ``callback`` and
+    ``failure_handler``; ``assert_unlinked`` checks them after a delete."""
+    from django_i3tasks.models import TaskExecution, TaskGroup
+
+    return [
+        TaskExecution.objects.create(task_name="tests.q", queue_name="default",
+                                     previous=execution),
+        TaskExecution.objects.create(task_name="tests.q", queue_name="default",
+                                     handler_of=execution),
+        TaskGroup.objects.create(total_count=1, callback=execution, failure_handler=execution),
+    ]
+
+
+def assert_unlinked(pointers: list[Any]) -> None:
+    """Each row of ``point_at`` is still there, its link to the deleted execution NULL."""
+    step, handler, group = pointers
+    for row in pointers:
+        row.refresh_from_db()
+    assert step.previous_id is None and handler.handler_of_id is None
+    assert group.callback_id is None and group.failure_handler_id is None
+
+
 def push_subscription(live_server: Any, i3settings: Callable[..., Any],
                       **queue: Any) -> Iterator[str]:
     """Provision the default queue as a push subscription to the live server's push view,

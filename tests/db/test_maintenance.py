@@ -12,9 +12,9 @@ from django_i3tasks.models import (
     TaskExecution,
     TaskExecutionResult,
     TaskExecutionTry,
-    TaskGroup,
     TryStatus,
 )
+from tests.helpers import assert_unlinked, point_at
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db
@@ -150,18 +150,9 @@ def test_migration_0014_reverses_to_no_action_and_back() -> None:
 def test_deleting_an_execution_in_the_orm_takes_what_points_at_it_first(i3settings) -> None:
     i3settings(force_sync=True)
     execution = tasks.add.delay(1, 1).task_execution  # with its try and its result
-    step = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
-                                        previous=execution)
-    handler = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
-                                           handler_of=execution)
-    group = TaskGroup.objects.create(total_count=1, callback=execution,
-                                     failure_handler=execution)
+    pointers = point_at(execution)
     with transaction.atomic():  # Django's collector: results, tries, unlinks, then the row
         TaskExecution.objects.filter(pk=execution.pk).delete()
     connection.check_constraints()
     assert not TaskExecutionTry.objects.filter(execution_id=execution.pk).exists()
-    step.refresh_from_db()
-    handler.refresh_from_db()
-    group.refresh_from_db()
-    assert step.previous_id is None and handler.handler_of_id is None
-    assert group.callback_id is None and group.failure_handler_id is None
+    assert_unlinked(pointers)

@@ -15,8 +15,8 @@ from django_i3tasks.models import (
     TaskExecution,
     TaskExecutionResult,
     TaskExecutionTry,
-    TaskGroup,
 )
+from tests.helpers import assert_unlinked, point_at
 
 pytestmark = pytest.mark.django_db
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql",
@@ -149,12 +149,7 @@ def test_delete_executions_removes_the_batch_and_unlinks_what_points_at_it() -> 
     task_try = _queued()
     execution = task_try.execution
     TaskExecutionResult.objects.create(execution=execution, task_try=task_try, value=1)
-    step = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
-                                        previous=execution)
-    handler = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
-                                           handler_of=execution)
-    group = TaskGroup.objects.create(total_count=1, callback=execution,
-                                     failure_handler=execution)
+    pointers = point_at(execution)
     gone = TaskExecution.objects.create(task_name="tests.q", queue_name="default",
                                         previous=execution)  # in the batch too
     with transaction.atomic(), connection.cursor() as cursor:
@@ -163,11 +158,7 @@ def test_delete_executions_removes_the_batch_and_unlinks_what_points_at_it() -> 
     connection.check_constraints()  # nothing points at a deleted row
     assert not TaskExecution.objects.filter(pk__in=[execution.pk, gone.pk]).exists()
     assert not TaskExecutionTry.objects.filter(execution_id=execution.pk).exists()
-    step.refresh_from_db()
-    handler.refresh_from_db()
-    group.refresh_from_db()
-    assert step.previous_id is None and handler.handler_of_id is None
-    assert group.callback_id is None and group.failure_handler_id is None
+    assert_unlinked(pointers)
 
 
 @postgres_only
