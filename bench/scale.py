@@ -344,7 +344,6 @@ def clean_run(rows: int) -> dict[str, Any]:
           "in a process of its own:", flush=True)
     before_exec, before = TaskExecution.objects.count(), counts()
     stop = threading.Event()
-    delays: list[float] = []
     calls: list[tuple[float, float]] = []  # (start, duration) of each .delay()
     session: list[int] = []  # the loop's backend pid
     samples: list[tuple[float, str, str]] = []  # (time, "wait_event_type:wait_event", state)
@@ -355,8 +354,7 @@ def clean_run(rows: int) -> dict[str, Any]:
             while not stop.is_set():
                 began = time.perf_counter()
                 tasks.add.delay(3, 4)
-                delays.append(time.perf_counter() - began)
-                calls.append((began, delays[-1]))
+                calls.append((began, time.perf_counter() - began))
                 if not session:
                     session.append(loop_connection.connection.info.backend_pid)
                 time.sleep(0.02)
@@ -410,12 +408,11 @@ def clean_run(rows: int) -> dict[str, Any]:
     stop.set()
     for started in threads:
         started.join()
-    during, waits_during = list(delays), blocked()
+    during, waits_during = [took for _, took in calls], blocked()
     removed_exec = before_exec - TaskExecution.objects.count() + len(during)
     removed = before - counts() + len(during) * 2  # the delay loop added 2 rows per call
     elapsed = figures["deleting"]
     # The same loop for as long without the clean-up: this machine's own worst case.
-    delays.clear()
     calls.clear()
     samples.clear()
     stop.clear()
@@ -424,7 +421,7 @@ def clean_run(rows: int) -> dict[str, Any]:
     stop.set()
     for started in threads:
         started.join()
-    alone, delays, waits_alone = list(delays), during, blocked()
+    alone, delays, waits_alone = [took for _, took in calls], during, blocked()
     transport.flush()
     print(f"  slowest statement: {figures['slowest_sql']}")
     return {"executions removed": removed_exec, "rows removed": removed, "seconds": elapsed,
